@@ -1,0 +1,156 @@
+// Command apicsim runs a simulated IBM API Connect management server on
+// loopback, for trying apic-auth-proxy and for black-box tests.
+//
+//	go run ./cmd/apicsim                      # http://127.0.0.1:2000
+//	go run ./cmd/apicsim -tls -ca-out ca.pem  # https, CA written to ca.pem
+//
+// Built-in users: admin / 7iron-hide (realm admin/default-idp-1) and
+// developer / Passw0rd! (realm provider/default-idp-2); registration
+// clientID / clientPassword. Controls are under /_sim/ (see package
+// apicsim).
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "apicsim:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("apicsim", flag.ContinueOnError)
+	var (
+		listen        = fs.String("listen", "127.0.0.1:2000", "address to listen on")
+		useTLS        = fs.Bool("tls", false, "serve HTTPS with a generated certificate")
+		caOut         = fs.String("ca-out", "apicsim-ca.pem", "with -tls: file to write the certificate authority to")
+		tlsHosts      = fs.String("tls-hosts", "localhost,127.0.0.1,::1", "with -tls: comma-separated names and addresses the certificate is valid for")
+		tokenTTL      = fs.Duration("token-ttl", 0, "access token lifetime (default 8h, the cloud setting's 28800 s)")
+		refreshTokens = fs.Bool("refresh-tokens", false, "issue refresh tokens (off by default, as on a real server)")
+		refreshTTL    = fs.Duration("refresh-ttl", 0, "refresh token lifetime (default 16h)")
+		configFile    = fs.String("config", "", "YAML file of users, registrations and settings")
+		quiet         = fs.Bool("quiet", false, "do not log each request")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg := apicsim.DefaultConfig()
+	if *configFile != "" {
+		var err error
+		if cfg, err = apicsim.LoadConfigFile(*configFile); err != nil {
+			return err
+		}
+	}
+	if *tokenTTL != 0 {
+		cfg.TokenTTL = *tokenTTL
+	}
+	if *refreshTTL != 0 {
+		cfg.RefreshTTL = *refreshTTL
+	}
+	if *refreshTokens {
+		cfg.RefreshTokens = true
+	}
+	sim, err := apicsim.New(cfg)
+	if err != nil {
+		return err
+	}
+	var h http.Handler = sim
+	if !*quiet {
+		h = logRequests(sim)
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	scheme := "http"
+	if *useTLS {
+		certs, err := apicsim.NewCertificates(strings.Split(*tlsHosts, ",")...)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(*caOut, certs.CAPEM, 0o644); err != nil {
+			return err
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{certs.Server}, MinVersion: tls.VersionTLS12}
+		ln = tls.NewListener(ln, srv.TLSConfig)
+		scheme = "https"
+		log.Printf("certificate authority written to %s", *caOut)
+	}
+	log.Printf("API Connect simulator on %s://%s (token TTL %s, refresh tokens %v)", scheme, ln.Addr(), cfg.TokenTTL, cfg.RefreshTokens)
+	log.Printf("users: %s (realm %s), %s (realm %s); client id %s",
+		apicsim.DefaultAdminUsername, apicsim.DefaultAdminRealm,
+		apicsim.DefaultProviderUsername, apicsim.DefaultProviderRealm, apicsim.DefaultClientID)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// logRequests logs one line per request: method, path, status, bytes and
+// duration. Headers and bodies, which carry secrets, are never logged.
+func logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		lw := &logWriter{ResponseWriter: w}
+		next.ServeHTTP(lw, r)
+		status := lw.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		log.Printf("%s %s %d %dB %s", r.Method, r.URL.Path, status, lw.bytes, time.Since(start).Round(time.Microsecond))
+	})
+}
+
+type logWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *logWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *logWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *logWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
