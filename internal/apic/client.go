@@ -1,0 +1,259 @@
+// Package apic talks to the IBM API Connect platform (management) REST API:
+// it requests tokens from POST <server>/api/token with the password,
+// api_key or refresh_token grant, turns the answer into an oauth2.Token,
+// and classifies every failure so that callers can decide between backing
+// off and stopping. It knows nothing of Caddy.
+package apic
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// Grant types.
+const (
+	GrantPassword     = "password"
+	GrantAPIKey       = "api_key"
+	GrantRefreshToken = "refresh_token"
+)
+
+// Credentials identify a user and a client registration. Either Username
+// and Password (with Realm) or APIKey is set.
+type Credentials struct {
+	Realm        string
+	Username     string
+	Password     string
+	APIKey       string
+	ClientID     string
+	ClientSecret string
+}
+
+// Grant returns the primary grant type: api_key when an API key is set,
+// password otherwise.
+func (c Credentials) Grant() string {
+	if c.APIKey != "" {
+		return GrantAPIKey
+	}
+	return GrantPassword
+}
+
+// secrets lists the secret values, to scrub them from server messages.
+func (c Credentials) secrets() []string {
+	return []string{c.Password, c.APIKey, c.ClientSecret}
+}
+
+// UserAgent is sent with every request.
+var UserAgent = "apic-auth-proxy"
+
+// Client requests tokens from one API Connect server.
+type Client struct {
+	// Server is the platform API's base URL: scheme, host, optional
+	// port and path prefix, without the trailing /api.
+	Server string
+	// Credentials are the user's and the registration's.
+	Credentials Credentials
+	// HTTP sends the requests; its Timeout is not used, pass a context
+	// with a deadline instead. Default http.DefaultClient.
+	HTTP *http.Client
+	// Now is the clock that token expiry is computed with. Default
+	// time.Now.
+	Now func() time.Time
+}
+
+// TokenURL is the token endpoint of a server base URL.
+func TokenURL(server string) string {
+	return strings.TrimSuffix(server, "/") + "/api/token"
+}
+
+// CheckServer checks that s is a usable base URL: http or https, a host,
+// no credentials, query or fragment, and not ending in /api (the client
+// adds that itself).
+func CheckServer(s string) error {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return fmt.Errorf("not a URL: %v", err)
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("want an http:// or https:// URL, got %q", s)
+	case u.Host == "":
+		return fmt.Errorf("want a URL with a host, got %q", s)
+	case u.User != nil:
+		return fmt.Errorf("the URL must not carry credentials; use the credential settings")
+	case u.RawQuery != "" || u.Fragment != "":
+		return fmt.Errorf("the URL must not have a query or fragment, got %q", s)
+	case strings.HasSuffix(strings.TrimSuffix(u.Path, "/"), "/api"):
+		return fmt.Errorf("give the base URL without the trailing /api (got %q): the token endpoint is <server>/api/token", s)
+	}
+	return nil
+}
+
+// tokenRequest is the JSON body of POST /api/token. Only the grant's own
+// fields are sent: the endpoint refuses unknown ones.
+type tokenRequest struct {
+	GrantType    string `json:"grant_type"`
+	Username     string `json:"username,omitempty"`
+	Password     string `json:"password,omitempty"`
+	APIKey       string `json:"api_key,omitempty"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+	Realm        string `json:"realm,omitempty"`
+	ClientID     string `json:"client_id"`
+	ClientSecret string `json:"client_secret"`
+}
+
+// Login requests a token with the primary grant (password or api_key).
+func (c *Client) Login(ctx context.Context) (*oauth2.Token, error) {
+	cr := c.Credentials
+	req := tokenRequest{GrantType: cr.Grant(), ClientID: cr.ClientID, ClientSecret: cr.ClientSecret}
+	if req.GrantType == GrantAPIKey {
+		req.APIKey = cr.APIKey
+	} else {
+		req.Username, req.Password, req.Realm = cr.Username, cr.Password, cr.Realm
+	}
+	return c.requestToken(ctx, req)
+}
+
+// Refresh requests a token with the refresh_token grant.
+func (c *Client) Refresh(ctx context.Context, refreshToken string) (*oauth2.Token, error) {
+	cr := c.Credentials
+	return c.requestToken(ctx, tokenRequest{
+		GrantType: GrantRefreshToken, RefreshToken: refreshToken,
+		ClientID: cr.ClientID, ClientSecret: cr.ClientSecret,
+	})
+}
+
+func (c *Client) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+func (c *Client) httpClient() *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return http.DefaultClient
+}
+
+// maxResponse bounds what is read of a token response or error body.
+const maxResponse = 1 << 20
+
+func (c *Client) requestToken(ctx context.Context, tr tokenRequest) (*oauth2.Token, error) {
+	body, err := json.Marshal(tr)
+	if err != nil {
+		return nil, err
+	}
+	endpoint := TokenURL(c.Server)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
+	if err != nil {
+		return nil, &Error{Kind: KindUnreachable, URL: endpoint, Grant: tr.GrantType, Err: err}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", UserAgent)
+	resp, err := c.httpClient().Do(req)
+	if err != nil {
+		return nil, transportError(ctx, endpoint, tr.GrantType, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	if err != nil {
+		return nil, transportError(ctx, endpoint, tr.GrantType, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, c.statusError(endpoint, tr.GrantType, resp, data)
+	}
+	tok, err := ParseTokenResponse(data, c.now())
+	if err != nil {
+		return nil, &Error{Kind: KindBadResponse, URL: endpoint, Grant: tr.GrantType, Status: resp.StatusCode, Err: err}
+	}
+	return tok, nil
+}
+
+// statusError turns a non-200 answer into an Error with the server's own
+// messages, scrubbed of the secrets this client sent.
+func (c *Client) statusError(endpoint, grant string, resp *http.Response, body []byte) *Error {
+	e := &Error{URL: endpoint, Grant: grant, Status: resp.StatusCode, Messages: ErrorMessages(body)}
+	for i, m := range e.Messages {
+		e.Messages[i] = scrub(m, c.Credentials.secrets())
+	}
+	e.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), c.now())
+	switch s := resp.StatusCode; {
+	case s == http.StatusTooManyRequests:
+		e.Kind = KindRateLimited
+	case s == http.StatusRequestTimeout || s >= 500:
+		e.Kind = KindServer
+	default:
+		e.Kind = KindRefused
+	}
+	return e
+}
+
+// scrub replaces every secret found in s.
+func scrub(s string, secrets []string) string {
+	for _, v := range secrets {
+		if len(v) >= 4 {
+			s = strings.ReplaceAll(s, v, "[REDACTED]")
+		}
+	}
+	return s
+}
+
+// ErrorMessages reads the messages of an API Connect error body,
+// {"status":N,"message":["..."],"errors":["..."]}. A body of another shape
+// gives its first line, shortened; an empty body gives none.
+func ErrorMessages(body []byte) []string {
+	var e struct {
+		Message json.RawMessage `json:"message"`
+		Errors  json.RawMessage `json:"errors"`
+	}
+	var out []string
+	if json.Unmarshal(body, &e) == nil {
+		out = append(out, stringsOf(e.Message)...)
+		out = append(out, stringsOf(e.Errors)...)
+		if len(out) > 0 {
+			return out
+		}
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(body)), "\n")
+	if line == "" {
+		return nil
+	}
+	return []string{shorten(line, 200)}
+}
+
+// stringsOf reads a JSON string or array of strings (message is always an
+// array, but be lenient about what arrives).
+func stringsOf(raw json.RawMessage) []string {
+	if len(raw) == 0 {
+		return nil
+	}
+	var list []string
+	if json.Unmarshal(raw, &list) == nil {
+		for i := range list {
+			list[i] = shorten(list[i], 500)
+		}
+		return list
+	}
+	var one string
+	if json.Unmarshal(raw, &one) == nil && one != "" {
+		return []string{shorten(one, 500)}
+	}
+	return nil
+}
+
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

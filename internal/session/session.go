@@ -1,0 +1,447 @@
+// Package session keeps one API Connect access token alive for many
+// concurrent users: it fetches the token once when the first request needs
+// it, refreshes it in the background before it expires, backs off when the
+// token endpoint fails, and stops asking for a growing cool-down when the
+// credentials are refused. Requests never wait while a valid token is held.
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/apic-tools/apic-auth-proxy/internal/apic"
+)
+
+// Fetcher obtains tokens; *apic.Client is one.
+type Fetcher interface {
+	Login(ctx context.Context) (*oauth2.Token, error)
+	Refresh(ctx context.Context, refreshToken string) (*oauth2.Token, error)
+}
+
+// Defaults of Options.
+const (
+	DefaultTimeout     = 10 * time.Second
+	DefaultBackoffMin  = time.Second
+	DefaultBackoffMax  = time.Minute
+	DefaultCooldownMin = 30 * time.Second
+	DefaultCooldownMax = 15 * time.Minute
+	// MaxLeeway is the most a token is retired before its expiry, so that
+	// no request leaves with a token that expires on the way.
+	MaxLeeway = 10 * time.Second
+)
+
+// Options configure a Manager. Zero fields take the defaults above.
+type Options struct {
+	// Fetcher requests the tokens.
+	Fetcher Fetcher
+	// Grant names the primary grant (password or api_key), for Token.Grant.
+	Grant string
+	// RefreshBefore is how long before expiry a new token is fetched in
+	// the background. Default a quarter of the token's lifetime; it is
+	// held between a fifth of the lifetime's tenth and half the lifetime.
+	RefreshBefore time.Duration
+	// Timeout bounds one token request.
+	Timeout time.Duration
+	// BackoffMin and BackoffMax bound the delay after a failure that may
+	// heal (unreachable, timeout, 5xx, 429): it doubles from BackoffMin
+	// with jitter, and a longer Retry-After wins.
+	BackoffMin, BackoffMax time.Duration
+	// CooldownMin and CooldownMax bound the pause after refused
+	// credentials: it doubles from CooldownMin.
+	CooldownMin, CooldownMax time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Jitter returns a number in [0, 1). Default math/rand/v2.
+	Jitter func() float64
+	// OnToken is called after each token is obtained.
+	OnToken func(t *Token, took time.Duration)
+	// OnFailure is called after each failed token request, with the time
+	// before which no new attempt is made.
+	OnFailure func(err error, retryAt time.Time, took time.Duration)
+	// OnRefreshRefused is called when the refresh token is refused and
+	// the primary grant is tried instead.
+	OnRefreshRefused func(err error)
+}
+
+// Token is a token in use, with what is derived from it once.
+type Token struct {
+	*oauth2.Token
+	// Header is the Authorization header value, "Bearer <token>".
+	Header string
+	// Grant is the grant type that obtained it.
+	Grant string
+	// Obtained is when it arrived.
+	Obtained time.Time
+	// RefreshAt is when a new token is fetched in the background.
+	RefreshAt time.Time
+	// ValidUntil is when it stops being handed out: a little before its
+	// expiry.
+	ValidUntil time.Time
+	// RefreshExpiry is when the refresh token expires (zero: unknown).
+	RefreshExpiry time.Time
+}
+
+// Unavailable is the error Get returns when no token can be had now.
+type Unavailable struct {
+	// Err is the last token request's failure.
+	Err error
+	// RetryAt is the earliest time of the next token request.
+	RetryAt time.Time
+}
+
+func (e *Unavailable) Error() string { return e.Err.Error() }
+func (e *Unavailable) Unwrap() error { return e.Err }
+
+// ErrClosed is returned by Get after Close.
+var ErrClosed = errors.New("token session closed")
+
+// Manager holds one token and its life cycle. Its methods are safe for
+// concurrent use.
+type Manager struct {
+	opts Options
+
+	cur    atomic.Pointer[Token]
+	wake   chan struct{}
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	flight   *flight
+	failures int // consecutive failures that may heal
+	refusals int // consecutive refusals
+	lastErr  error
+	retryAt  time.Time
+	stats    Stats
+}
+
+// flight is one token request that any number of callers wait for.
+type flight struct {
+	done    chan struct{}
+	tok     *Token
+	err     error
+	retryAt time.Time
+}
+
+// New starts a Manager. It requests nothing until the first Get, then
+// keeps the token fresh until Close.
+func New(opts Options) *Manager {
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if opts.BackoffMin <= 0 {
+		opts.BackoffMin = DefaultBackoffMin
+	}
+	if opts.BackoffMax <= 0 {
+		opts.BackoffMax = DefaultBackoffMax
+	}
+	if opts.CooldownMin <= 0 {
+		opts.CooldownMin = DefaultCooldownMin
+	}
+	if opts.CooldownMax <= 0 {
+		opts.CooldownMax = DefaultCooldownMax
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Jitter == nil {
+		opts.Jitter = rand.Float64
+	}
+	if opts.Grant == "" {
+		opts.Grant = apic.GrantPassword
+	}
+	m := &Manager{opts: opts, wake: make(chan struct{}, 1)}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.wg.Add(1)
+	go m.refresher()
+	return m
+}
+
+func (m *Manager) now() time.Time { return m.opts.Now() }
+
+// Get returns a valid token, waiting for a token request only when none is
+// held. It fails at once, without a request, while a failure's back-off or
+// cool-down lasts. ctx bounds only this caller's wait.
+func (m *Manager) Get(ctx context.Context) (*Token, error) {
+	if t := m.cur.Load(); t != nil {
+		now := m.now()
+		if now.Before(t.RefreshAt) {
+			return t, nil
+		}
+		if now.Before(t.ValidUntil) {
+			m.Poke()
+			return t, nil
+		}
+	}
+	return m.wait(ctx, false)
+}
+
+// Refresh fetches a new token now, whatever the held one's age and any
+// back-off or cool-down, and waits for it.
+func (m *Manager) Refresh(ctx context.Context) (*Token, error) {
+	return m.wait(ctx, true)
+}
+
+// Invalidate retires t, a token the server refused before its expiry, so
+// that the next Get fetches a new one. A newer token is left alone.
+func (m *Manager) Invalidate(t *Token) {
+	m.cur.CompareAndSwap(t, nil)
+}
+
+// Current returns the held token, valid or not, or nil.
+func (m *Manager) Current() *Token { return m.cur.Load() }
+
+func (m *Manager) wait(ctx context.Context, force bool) (*Token, error) {
+	m.mu.Lock()
+	now := m.now()
+	if t := m.cur.Load(); !force && t != nil && now.Before(t.ValidUntil) {
+		m.mu.Unlock()
+		return t, nil
+	}
+	if m.flight == nil {
+		if m.ctx.Err() != nil {
+			m.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if !force && now.Before(m.retryAt) {
+			err := &Unavailable{Err: m.lastErr, RetryAt: m.retryAt}
+			m.mu.Unlock()
+			return nil, err
+		}
+		m.startLocked()
+	}
+	f := m.flight
+	m.mu.Unlock()
+	select {
+	case <-f.done:
+		if f.err != nil {
+			return nil, &Unavailable{Err: f.err, RetryAt: f.retryAt}
+		}
+		return f.tok, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-m.ctx.Done():
+		return nil, ErrClosed
+	}
+}
+
+// Poke makes the background refresher look at the clock now rather than
+// when its timer fires (after a clock jump, for example).
+func (m *Manager) Poke() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// startLocked starts a token request. Called with m.mu held.
+func (m *Manager) startLocked() {
+	f := &flight{done: make(chan struct{})}
+	m.flight = f
+	m.wg.Add(1)
+	go m.run(f)
+}
+
+func (m *Manager) run(f *flight) {
+	defer m.wg.Done()
+	prev := m.cur.Load()
+	start := m.now()
+	ctx, cancel := context.WithTimeout(m.ctx, m.opts.Timeout)
+	tok, grant, err := m.obtain(ctx, prev, start)
+	cancel()
+	now := m.now()
+	took := now.Sub(start)
+
+	m.mu.Lock()
+	if err == nil {
+		f.tok = m.newToken(tok, grant, now)
+		m.cur.Store(f.tok)
+		m.failures, m.refusals, m.lastErr, m.retryAt = 0, 0, nil, time.Time{}
+		m.stats.Obtained++
+		m.stats.LastObtained = now
+	} else {
+		m.lastErr = err
+		m.retryAt = m.nextAttempt(err, now)
+		f.err, f.retryAt = err, m.retryAt
+		m.stats.Failed++
+		m.stats.LastFailure = now
+	}
+	m.flight = nil
+	m.mu.Unlock()
+	close(f.done)
+
+	if err == nil {
+		if m.opts.OnToken != nil {
+			m.opts.OnToken(f.tok, took)
+		}
+	} else if m.opts.OnFailure != nil {
+		m.opts.OnFailure(err, f.retryAt, took)
+	}
+	m.Poke()
+}
+
+// obtain requests a token: with the refresh token while one is held and
+// unexpired, falling back to the primary grant when it is refused.
+func (m *Manager) obtain(ctx context.Context, prev *Token, now time.Time) (*oauth2.Token, string, error) {
+	if prev != nil && prev.RefreshToken != "" && (prev.RefreshExpiry.IsZero() || now.Before(prev.RefreshExpiry)) {
+		tok, err := m.opts.Fetcher.Refresh(ctx, prev.RefreshToken)
+		if err == nil {
+			return tok, apic.GrantRefreshToken, nil
+		}
+		var ae *apic.Error
+		if !errors.As(err, &ae) || !ae.Refused() {
+			return nil, apic.GrantRefreshToken, err
+		}
+		if m.opts.OnRefreshRefused != nil {
+			m.opts.OnRefreshRefused(err)
+		}
+	}
+	tok, err := m.opts.Fetcher.Login(ctx)
+	return tok, m.opts.Grant, err
+}
+
+// newToken derives the schedule of a token obtained at now.
+func (m *Manager) newToken(tok *oauth2.Token, grant string, now time.Time) *Token {
+	life := tok.Expiry.Sub(now)
+	if life < 0 {
+		life = 0
+	}
+	leeway := min(MaxLeeway, life/10)
+	before := m.opts.RefreshBefore
+	if before <= 0 {
+		before = life / 4
+	}
+	before = max(min(before, life/2), 2*leeway)
+	return &Token{
+		Token:         tok,
+		Header:        "Bearer " + tok.AccessToken,
+		Grant:         grant,
+		Obtained:      now,
+		RefreshAt:     tok.Expiry.Add(-before),
+		ValidUntil:    tok.Expiry.Add(-leeway),
+		RefreshExpiry: apic.RefreshExpiry(tok),
+	}
+}
+
+// nextAttempt sets the pause after a failure. Called with m.mu held.
+func (m *Manager) nextAttempt(err error, now time.Time) time.Time {
+	var ae *apic.Error
+	if errors.As(err, &ae) && ae.Refused() {
+		m.failures = 0
+		m.refusals++
+		return now.Add(doubled(m.opts.CooldownMin, m.opts.CooldownMax, m.refusals))
+	}
+	m.refusals = 0
+	m.failures++
+	d := doubled(m.opts.BackoffMin, m.opts.BackoffMax, m.failures)
+	d = d/2 + time.Duration(m.opts.Jitter()*float64(d/2))
+	at := now.Add(d)
+	if ae != nil && ae.RetryAfter.After(at) {
+		at = ae.RetryAfter
+		if limit := now.Add(m.opts.CooldownMax); at.After(limit) {
+			at = limit
+		}
+	}
+	return at
+}
+
+// doubled is lo doubled n-1 times, at most hi.
+func doubled(lo, hi time.Duration, n int) time.Duration {
+	d := lo
+	for i := 1; i < n && d < hi; i++ {
+		d *= 2
+	}
+	return min(d, hi)
+}
+
+// refresher renews a live token at its RefreshAt (or, after a failure, at
+// the retry time) until Close. An expired token is not renewed in the
+// background: the next request asks for one, so an idle proxy with refused
+// credentials stops calling the server.
+func (m *Manager) refresher() {
+	defer m.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		var wait time.Duration = -1
+		m.mu.Lock()
+		if t := m.cur.Load(); t != nil && m.flight == nil {
+			now := m.now()
+			due := t.RefreshAt
+			if m.retryAt.After(due) {
+				due = m.retryAt
+			}
+			switch {
+			case !now.Before(t.Expiry):
+				// Expired: leave it to the next request.
+			case !now.Before(due):
+				m.startLocked()
+			default:
+				wait = due.Sub(now)
+			}
+		}
+		m.mu.Unlock()
+		var timerC <-chan time.Time
+		if wait >= 0 {
+			timer.Reset(wait)
+			timerC = timer.C
+		}
+		select {
+		case <-m.ctx.Done():
+			timer.Stop()
+			return
+		case <-m.wake:
+		case <-timerC:
+		}
+		timer.Stop()
+	}
+}
+
+// Close stops the refresher and any token request, and waits for them.
+func (m *Manager) Close() {
+	m.cancel()
+	m.wg.Wait()
+}
+
+// Context is done when the Manager is closed.
+func (m *Manager) Context() context.Context { return m.ctx }
+
+// Stats counts what a Manager did.
+type Stats struct {
+	Obtained     int
+	Failed       int
+	LastObtained time.Time
+	LastFailure  time.Time
+}
+
+// Status is a snapshot for reports.
+type Status struct {
+	Stats
+	// Token is the held token, or nil.
+	Token *Token
+	// LastError is the last failure since the last success.
+	LastError error
+	// RetryAt is the end of the current back-off or cool-down.
+	RetryAt time.Time
+	// Fetching reports a token request under way.
+	Fetching bool
+}
+
+// Status returns a snapshot of the session.
+func (m *Manager) Status() Status {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return Status{Stats: m.stats, Token: m.cur.Load(), LastError: m.lastErr, RetryAt: m.retryAt, Fetching: m.flight != nil}
+}
+
+// String describes the schedule without the token.
+func (t *Token) String() string {
+	return fmt.Sprintf("token (%s grant) expiring %s, refresh at %s", t.Grant, t.Expiry.Format(time.RFC3339), t.RefreshAt.Format(time.RFC3339))
+}
