@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -77,9 +78,13 @@ func (e *Error) Error() string {
 	case KindTimeout:
 		fmt.Fprintf(&b, "token endpoint %s timed out", e.URL)
 	case KindTLS:
-		fmt.Fprintf(&b, "TLS verification of token endpoint %s failed", e.URL)
+		fmt.Fprintf(&b, "token endpoint %s failed TLS verification", e.URL)
 	case KindRefused:
-		fmt.Fprintf(&b, "token endpoint %s refused the %s grant: status %d", e.URL, e.Grant, e.Status)
+		what := "the " + e.Grant + " token request"
+		if e.Status == 401 || e.Status == 403 {
+			what = "the credentials (" + e.Grant + " grant)"
+		}
+		fmt.Fprintf(&b, "token endpoint %s refused %s: status %d", e.URL, what, e.Status)
 	case KindRateLimited:
 		fmt.Fprintf(&b, "token endpoint %s is rate limiting: status %d", e.URL, e.Status)
 	case KindServer:
@@ -142,7 +147,8 @@ func ParseRetryAfter(v string, now time.Time) time.Time {
 		}
 		return now.Add(time.Duration(secs) * time.Second)
 	}
-	if t, err := time.Parse(time.RFC1123, v); err == nil {
+	// All three HTTP-date forms (RFC 9110, 5.6.7), not only RFC 1123.
+	if t, err := http.ParseTime(v); err == nil {
 		return t
 	}
 	return time.Time{}

@@ -75,6 +75,9 @@ type Token struct {
 	*oauth2.Token
 	// Header is the Authorization header value, "Bearer <token>".
 	Header string
+	// HeaderValues is []string{Header}, made once for http.Header maps.
+	// It is shared: replace it, never write into it.
+	HeaderValues []string
 	// Grant is the grant type that obtained it.
 	Grant string
 	// Obtained is when it arrived.
@@ -319,9 +322,11 @@ func (m *Manager) newToken(tok *oauth2.Token, grant string, now time.Time) *Toke
 		before = life / 4
 	}
 	before = max(min(before, life/2), 2*leeway)
+	header := "Bearer " + tok.AccessToken
 	return &Token{
 		Token:         tok,
-		Header:        "Bearer " + tok.AccessToken,
+		Header:        header,
+		HeaderValues:  []string{header},
 		Grant:         grant,
 		Obtained:      now,
 		RefreshAt:     tok.Expiry.Add(-before),

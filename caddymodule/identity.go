@@ -1,0 +1,208 @@
+package caddymodule
+
+import (
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/apic-tools/apic-auth-proxy/internal/apic"
+	"github.com/apic-tools/apic-auth-proxy/internal/session"
+)
+
+// identities holds one token session per identity (server, user,
+// registration and connection settings), shared by every handler that
+// names it and kept across config reloads.
+var identities = caddy.NewUsagePool()
+
+// identity is a token session and what it needs.
+type identity struct {
+	name      string
+	server    string
+	realm     string
+	user      string
+	transport *http.Transport
+	sess      *session.Manager
+	logger    atomic.Pointer[zap.Logger]
+}
+
+// poolKey is a hash of everything that makes a session: two handlers with
+// the same key share one token. The secrets are in it only hashed.
+func (c *resolved) poolKey() string {
+	h := sha256.New()
+	parts := []string{
+		c.server, c.creds.Realm, c.creds.Username, c.creds.Password, c.creds.APIKey,
+		c.creds.ClientID, c.creds.ClientSecret, c.refreshBefore.String(), c.timeout.String(),
+		strconv.FormatBool(c.insecure),
+	}
+	parts = append(parts, c.caFiles...)
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return "apic_auth:" + hex.EncodeToString(h.Sum(nil))
+}
+
+// tlsConfig builds the token endpoint's TLS settings.
+func (c *resolved) tlsConfig() (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.insecure}
+	if len(c.caFiles) == 0 {
+		return cfg, nil
+	}
+	pool := x509.NewCertPool()
+	for _, f := range c.caFiles {
+		pem, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("apic_auth: tls_trusted_ca_certs: %v", err)
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("apic_auth: tls_trusted_ca_certs: %s holds no PEM certificate", f)
+		}
+	}
+	cfg.RootCAs = pool
+	return cfg, nil
+}
+
+func newIdentity(c *resolved) (*identity, error) {
+	tlsCfg, err := c.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.TLSClientConfig = tlsCfg
+	client := &apic.Client{
+		Server:      c.server,
+		Credentials: c.creds,
+		HTTP: &http.Client{
+			Transport: transport,
+			// A token request is never re-sent elsewhere: a redirect
+			// would carry the credentials to another URL.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		Now: now,
+	}
+	id := &identity{server: c.server, realm: c.creds.Realm, user: c.creds.Username, transport: transport}
+	if c.creds.APIKey != "" {
+		id.user = "(api key)"
+		id.realm = ""
+	}
+	host := c.server
+	if u, err := url.Parse(c.server); err == nil {
+		host = u.Host
+	}
+	id.name = id.user + "@" + host
+	if id.realm != "" {
+		id.name = id.user + " (" + id.realm + ")@" + host
+	}
+	id.logger.Store(zap.NewNop())
+	id.sess = session.New(session.Options{
+		Fetcher:          client,
+		Grant:            c.creds.Grant(),
+		RefreshBefore:    c.refreshBefore,
+		Timeout:          c.timeout,
+		Now:              now,
+		OnToken:          id.onToken,
+		OnFailure:        id.onFailure,
+		OnRefreshRefused: id.onRefreshRefused,
+	})
+	return id, nil
+}
+
+// setLogger makes the session log through the latest config's logger.
+func (id *identity) setLogger(l *zap.Logger) { id.logger.Store(l) }
+
+func (id *identity) log() *zap.Logger { return id.logger.Load() }
+
+func (id *identity) onToken(t *session.Token, took time.Duration) {
+	id.log().Info("obtained API Connect token",
+		zap.String("identity", id.name),
+		zap.String("server", id.server),
+		zap.String("grant", t.Grant),
+		zap.String("realm", id.realm),
+		zap.String("user", id.user),
+		zap.Time("expires", t.Expiry),
+		zap.Time("refresh_at", t.RefreshAt),
+		zap.Duration("took", took))
+}
+
+func (id *identity) onFailure(err error, retryAt time.Time, took time.Duration) {
+	fields := []zap.Field{
+		zap.String("identity", id.name),
+		zap.String("server", id.server),
+		zap.Time("retry_at", retryAt),
+		zap.Duration("took", took),
+		zap.String("error", err.Error()),
+	}
+	var ae *apic.Error
+	if errors.As(err, &ae) {
+		fields = append(fields, zap.String("cause", ae.Kind.String()), zap.Int("status", ae.Status), zap.Strings("server_message", ae.Messages))
+	}
+	id.log().Warn("API Connect token request failed", fields...)
+}
+
+func (id *identity) onRefreshRefused(err error) {
+	id.log().Info("refresh token refused; logging in again",
+		zap.String("identity", id.name), zap.String("error", err.Error()))
+}
+
+// Destruct stops the session when the last config using it is unloaded.
+func (id *identity) Destruct() error {
+	id.sess.Close()
+	id.transport.CloseIdleConnections()
+	return nil
+}
+
+// statusClientClosedRequest is what Caddy reports when the client left.
+const statusClientClosedRequest = 499
+
+// fail answers a request for which no token could be had: 502 with API
+// Connect's error body naming the cause, and Retry-After when the next
+// token request's time is known.
+func (id *identity) fail(w http.ResponseWriter, r *http.Request, err error) error {
+	if r.Context().Err() != nil {
+		return caddyhttp.Error(statusClientClosedRequest, err)
+	}
+	msg := "apic_auth could not obtain an API Connect token: " + err.Error()
+	if errors.Is(err, session.ErrClosed) {
+		msg = "apic_auth: the token session is closing with its configuration; retry"
+	}
+	var un *session.Unavailable
+	if errors.As(err, &un) && !un.RetryAt.IsZero() {
+		secs := int64(un.RetryAt.Sub(now()).Seconds() + 0.999)
+		w.Header().Set("Retry-After", strconv.FormatInt(max(secs, 1), 10))
+	}
+	if ce := id.log().Check(zap.DebugLevel, "no token for request"); ce != nil {
+		ce.Write(zap.String("identity", id.name), zap.String("error", err.Error()))
+	}
+	writeAPIError(w, http.StatusBadGateway, msg)
+	return nil
+}
+
+// writeAPIError answers in API Connect's error shape.
+func writeAPIError(w http.ResponseWriter, status int, msg ...string) {
+	body, _ := json.Marshal(struct {
+		Status  int      `json:"status"`
+		Message []string `json:"message"`
+	}{status, msg})
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+// Interface guards
+var _ caddy.Destructor = (*identity)(nil)
