@@ -29,14 +29,21 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], log.Default(), nil)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "apicsim:", err)
 		os.Exit(1)
 	}
 }
 
-func run(args []string) error {
+// run parses the flags, starts the simulator and serves until ctx is done,
+// logging to logger. ready, when not nil, is called with the address once
+// the server listens.
+func run(ctx context.Context, args []string, logger *log.Logger, ready func(net.Addr)) error {
 	fs := flag.NewFlagSet("apicsim", flag.ContinueOnError)
+	fs.SetOutput(logger.Writer())
 	var (
 		listen        = fs.String("listen", "127.0.0.1:2000", "address to listen on")
 		useTLS        = fs.Bool("tls", false, "serve HTTPS with a generated certificate")
@@ -73,36 +80,39 @@ func run(args []string) error {
 	}
 	var h http.Handler = sim
 	if !*quiet {
-		h = logRequests(sim)
+		h = logRequests(logger, sim)
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: logger}
 	scheme := "http"
 	if *useTLS {
 		certs, err := apicsim.NewCertificates(strings.Split(*tlsHosts, ",")...)
 		if err != nil {
+			_ = ln.Close()
 			return err
 		}
 		if err := os.WriteFile(*caOut, certs.CAPEM, 0o644); err != nil {
+			_ = ln.Close()
 			return err
 		}
 		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{certs.Server}, MinVersion: tls.VersionTLS12}
 		ln = tls.NewListener(ln, srv.TLSConfig)
 		scheme = "https"
-		log.Printf("certificate authority written to %s", *caOut)
+		logger.Printf("certificate authority written to %s", *caOut)
 	}
-	log.Printf("API Connect simulator on %s://%s (token TTL %s, refresh tokens %v)", scheme, ln.Addr(), cfg.TokenTTL, cfg.RefreshTokens)
-	log.Printf("users: %s (realm %s), %s (realm %s); client id %s",
+	logger.Printf("API Connect simulator on %s://%s (token TTL %s, refresh tokens %v)", scheme, ln.Addr(), cfg.TokenTTL, cfg.RefreshTokens)
+	logger.Printf("users: %s (realm %s), %s (realm %s); client id %s",
 		apicsim.DefaultAdminUsername, apicsim.DefaultAdminRealm,
 		apicsim.DefaultProviderUsername, apicsim.DefaultProviderRealm, apicsim.DefaultClientID)
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	if ready != nil {
+		ready(ln.Addr())
+	}
 	select {
 	case err := <-errc:
 		return err
@@ -118,7 +128,7 @@ func run(args []string) error {
 
 // logRequests logs one line per request: method, path, status, bytes and
 // duration. Headers and bodies, which carry secrets, are never logged.
-func logRequests(next http.Handler) http.Handler {
+func logRequests(logger *log.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		lw := &logWriter{ResponseWriter: w}
@@ -127,7 +137,7 @@ func logRequests(next http.Handler) http.Handler {
 		if status == 0 {
 			status = http.StatusOK
 		}
-		log.Printf("%s %s %d %dB %s", r.Method, r.URL.Path, status, lw.bytes, time.Since(start).Round(time.Microsecond))
+		logger.Printf("%s %s %d %dB %s", r.Method, r.URL.Path, status, lw.bytes, time.Since(start).Round(time.Microsecond))
 	})
 }
 

@@ -237,6 +237,12 @@ func ParseConfig(data []byte) (Config, error) {
 	if fc.RealmErrorStatus != 0 {
 		cfg.RealmErrorStatus = fc.RealmErrorStatus
 	}
+	// Check the result now, so that a bad file is reported as such rather
+	// than by New; fill works on a copy and leaves cfg's zero values be.
+	check := cfg
+	if err := check.fill(); err != nil {
+		return Config{}, err
+	}
 	return cfg, nil
 }
 

@@ -105,7 +105,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	body, readErr := io.ReadAll(io.LimitReader(r.Body, 64<<10))
 	fields, parseErr := parseTokenBody(r.Header.Get("Content-Type"), body)
-	if g, ok := fields["grant_type"]; ok {
+	if g := fields["grant_type"]; g != "" {
 		rec.Grant = g
 	}
 	rec.Realm, rec.Username = fields["realm"], fields["username"]
@@ -230,21 +230,26 @@ func parseTokenBody(contentType string, body []byte) (map[string]string, *reques
 	if dec.More() {
 		return fields, &requestError{http.StatusBadRequest, "the request body has data after the JSON object"}
 	}
-	var unknown []string
+	// Every property is kept, so that the request record lists all the
+	// names that arrived, even when the request is refused.
+	var unknown, notString []string
 	for k, v := range raw {
 		var sv string
 		if err := json.Unmarshal(v, &sv); err != nil {
-			return fields, &requestError{http.StatusBadRequest, fmt.Sprintf("property %s must be a string", k)}
+			notString = append(notString, k)
 		}
 		if !tokenFields[k] {
 			unknown = append(unknown, k)
-			continue
 		}
 		fields[k] = sv
 	}
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
 		return fields, &requestError{http.StatusBadRequest, "unknown properties are not allowed: " + strings.Join(unknown, ", ")}
+	}
+	if len(notString) > 0 {
+		sort.Strings(notString)
+		return fields, &requestError{http.StatusBadRequest, fmt.Sprintf("property %s must be a string", strings.Join(notString, ", "))}
 	}
 	return fields, nil
 }
