@@ -1,0 +1,119 @@
+package caddymodule
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddytest"
+)
+
+func TestUnmarshalCaddyfile(t *testing.T) {
+	d := caddyfile.NewTestDispenser(`apic_auth {
+		server         https://apim.example.com/integration/apis/ns/inst
+		realm          provider/default-idp-2
+		username       {env.APIC_USERNAME}
+		password       {file./run/secrets/apic-password}
+		client_id      {env.APIC_CLIENT_ID}
+		client_secret  {env.APIC_CLIENT_SECRET}
+		refresh_before 30m
+		timeout        5s
+		tls_trusted_ca_certs /etc/ssl/a.pem /etc/ssl/b.pem
+		tls_trusted_ca_certs /etc/ssl/c.pem
+	}`)
+	var h Handler
+	if err := h.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	want := Handler{
+		Server:            "https://apim.example.com/integration/apis/ns/inst",
+		Realm:             "provider/default-idp-2",
+		Username:          "{env.APIC_USERNAME}",
+		Password:          "{file./run/secrets/apic-password}",
+		ClientID:          "{env.APIC_CLIENT_ID}",
+		ClientSecret:      "{env.APIC_CLIENT_SECRET}",
+		RefreshBefore:     caddy.Duration(30 * time.Minute),
+		Timeout:           caddy.Duration(5 * time.Second),
+		TLSTrustedCACerts: []string{"/etc/ssl/a.pem", "/etc/ssl/b.pem", "/etc/ssl/c.pem"},
+	}
+	if !reflect.DeepEqual(h, want) {
+		t.Fatalf("got %+v\nwant %+v", h, want)
+	}
+
+	d = caddyfile.NewTestDispenser(`apic_auth {
+		server https://apim.example.com
+		api_key {env.APIC_API_KEY}
+		client_id id
+		client_secret secret
+		tls_insecure_skip_verify
+	}`)
+	h = Handler{}
+	if err := h.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	if h.APIKey != "{env.APIC_API_KEY}" || !h.TLSInsecureSkipVerify {
+		t.Fatalf("got %+v", h)
+	}
+}
+
+func TestUnmarshalCaddyfileErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, input, want string
+	}{
+		{"argument on the directive", `apic_auth https://x { }`, "wrong argument count"},
+		{"unknown subdirective", "apic_auth {\n usernme bob\n}", `unknown subdirective "usernme"`},
+		{"missing value", "apic_auth {\n username\n}", "wrong argument count"},
+		{"extra value", "apic_auth {\n username bob alice\n}", "wrong argument count"},
+		{"duplicate", "apic_auth {\n username bob\n username alice\n}", "username is set twice"},
+		{"bad duration", "apic_auth {\n timeout soon\n}", `timeout: want a positive duration such as 30m, got "soon"`},
+		{"negative duration", "apic_auth {\n refresh_before -5m\n}", "refresh_before: want a positive duration"},
+		{"zero duration", "apic_auth {\n timeout 0s\n}", "timeout: want a positive duration"},
+		{"flag with value", "apic_auth {\n tls_insecure_skip_verify yes\n}", "wrong argument count"},
+		{"no CA files", "apic_auth {\n tls_trusted_ca_certs\n}", "wrong argument count"},
+		{"duration extra", "apic_auth {\n timeout 5s 6s\n}", "wrong argument count"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var h Handler
+			err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one containing %q", err, tc.want)
+			}
+			if !strings.Contains(err.Error(), "Testfile:") {
+				t.Errorf("error %q does not name the file and line", err)
+			}
+		})
+	}
+}
+
+// TestCaddyfileAdapt compares each testdata/caddyfile_adapt/*.caddyfiletest
+// (a Caddyfile, a line of dashes, the expected JSON) with what the
+// Caddyfile adapter makes of it.
+func TestCaddyfileAdapt(t *testing.T) {
+	files, err := filepath.Glob("testdata/caddyfile_adapt/*.caddyfiletest")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no adapt tests found: %v", err)
+	}
+	sep := regexp.MustCompile(`(?m)^-{10,}\s*$`)
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			parts := sep.Split(string(data), 2)
+			if len(parts) != 2 {
+				t.Fatalf("%s: want a Caddyfile, a line of dashes, and JSON", f)
+			}
+			caddyfileText, expected := strings.TrimSpace(parts[0])+"\n", strings.TrimSpace(parts[1])
+			if !caddytest.CompareAdapt(t, f, caddyfileText, "caddyfile", expected) {
+				t.Fail()
+			}
+		})
+	}
+}
