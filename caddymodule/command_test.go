@@ -1,0 +1,134 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
+)
+
+func TestListenAddress(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.1:9080":        "127.0.0.1:9080",
+		":9080":                 "127.0.0.1:9080",
+		"http://:9080":          "127.0.0.1:9080",
+		"localhost:8080":        "localhost:8080",
+		"0.0.0.0:9080":          "0.0.0.0:9080",
+		"[::1]:9080":            "[::1]:9080",
+		"unix//run/apic/x.sock": "unix//run/apic/x.sock",
+	} {
+		got, err := listenAddress(in)
+		if err != nil || got != want {
+			t.Errorf("listenAddress(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"9080", "host", ""} {
+		if _, err := listenAddress(bad); err == nil {
+			t.Errorf("listenAddress(%q) accepted", bad)
+		}
+	}
+}
+
+func TestQuickStartConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		opts proxyOptions
+		want string
+	}{
+		{proxyOptions{}, "--to (or APIC_SERVER) is required"},
+		{proxyOptions{To: "https://h/api"}, "--to: give the base URL without the trailing /api"},
+		{proxyOptions{To: "https://h"}, "missing --username (APIC_USERNAME), a password (APIC_PASSWORD, --password-file or standard input), --client-id (APIC_CLIENT_ID), a client secret (APIC_CLIENT_SECRET or --client-secret-file)"},
+		{proxyOptions{To: "https://h", APIKey: "{env.K}", ClientID: "id", ClientSecret: "{env.S}", From: "9080"}, "--from: want host:port"},
+	} {
+		if _, _, err := tc.opts.config(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: error %v, want %q", tc.opts, err, tc.want)
+		}
+	}
+}
+
+// TestQuickStartProxiesWithPrefixAndHost runs the quick start's config in
+// Caddy against a simulator under a path prefix, as Cloud Pak for
+// Integration serves the platform API, and checks the forwarded Host
+// header, the prefix, and that the config holds no secret.
+func TestQuickStartProxiesWithPrefixAndHost(t *testing.T) {
+	const prefix = "/integration/apis/ns/inst"
+	sim, err := apicsim.New(apicsim.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var hosts []string
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, prefix+"/api/") {
+			http.Error(w, "no prefix: "+r.URL.Path, http.StatusNotFound)
+			return
+		}
+		mu.Lock()
+		hosts = append(hosts, r.Host)
+		mu.Unlock()
+		r.URL.Path = strings.TrimPrefix(r.URL.Path, prefix)
+		sim.ServeHTTP(w, r)
+	}))
+	defer upstream.Close()
+
+	e := newTestEnv(t, apicsim.DefaultConfig())
+	t.Setenv("TEST_QS_PASSWORD", apicsim.DefaultProviderPassword)
+	t.Setenv("TEST_QS_SECRET", apicsim.DefaultClientSecret)
+	opts := proxyOptions{
+		From: "unix/" + e.sock, To: upstream.URL + prefix,
+		Realm: apicsim.DefaultProviderRealm, Username: apicsim.DefaultProviderUsername,
+		Password: "{env.TEST_QS_PASSWORD}", ClientID: apicsim.DefaultClientID,
+		ClientSecret: "{env.TEST_QS_SECRET}",
+	}
+	cfg, listen, err := opts.config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if listen != "unix/"+e.sock {
+		t.Fatalf("listen %q", listen)
+	}
+	cfgJSON, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(cfgJSON), apicsim.DefaultProviderPassword) || strings.Contains(string(cfgJSON), apicsim.DefaultClientSecret) {
+		t.Fatalf("quick start config holds a secret: %s", cfgJSON)
+	}
+	if err := caddy.Run(cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = caddy.Stop() })
+
+	status, _, body := e.do("GET", "/api/me?fields=username", nil)
+	if status != 200 || string(body) != `{"username":"developer"}` {
+		t.Fatalf("GET /api/me: %d %s", status, body)
+	}
+	want := strings.TrimPrefix(upstream.URL, "http://")
+	mu.Lock()
+	defer mu.Unlock()
+	if len(hosts) != 2 || hosts[0] != want || hosts[1] != want {
+		t.Fatalf("upstream saw Host %q, want %q for the token request and the call", hosts, want)
+	}
+	if sim.TokenRequests("password", "ok") != 1 {
+		t.Fatal("no token request under the prefix")
+	}
+}
+
+func TestSecretPlaceholderKeepsSecretOutOfConfig(t *testing.T) {
+	const name = "APIC_AUTH_PROXY_TEST_SECRET"
+	t.Cleanup(func() { os.Unsetenv(name) })
+	ph := secretPlaceholder(name, "pa{ss}word")
+	if ph != "{env."+name+"}" {
+		t.Fatalf("placeholder %q", ph)
+	}
+	got, err := caddy.NewReplacer().ReplaceOrErr(ph, true, true)
+	if err != nil || got != "pa{ss}word" {
+		t.Fatalf("resolved %q, %v", got, err)
+	}
+}
