@@ -2,7 +2,10 @@ module github.com/apic-tools/apic-auth-proxy
 
 go 1.26.8
 
-require github.com/caddyserver/caddy/v2 v2.11.9
+require (
+	github.com/caddyserver/caddy/v2 v2.11.9
+	go.uber.org/goleak v1.3.0
+)
 
 require (
 	cel.dev/cel-go v0.32.0 // indirect

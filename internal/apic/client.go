@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -79,16 +80,23 @@ func TokenURL(server string) string {
 // adds that itself).
 func CheckServer(s string) error {
 	u, err := url.Parse(s)
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err // url.Error quotes the whole URL, password included
+	}
 	switch {
 	case err != nil:
 		return fmt.Errorf("not a URL: %v", err)
+	case u.User != nil:
+		// Before any check that quotes s.
+		return fmt.Errorf("the URL must not carry credentials; use the credential settings")
 	case u.Scheme != "http" && u.Scheme != "https":
 		return fmt.Errorf("want an http:// or https:// URL, got %q", s)
 	case u.Host == "":
 		return fmt.Errorf("want a URL with a host, got %q", s)
-	case u.User != nil:
-		return fmt.Errorf("the URL must not carry credentials; use the credential settings")
-	case u.RawQuery != "" || u.Fragment != "":
+	case u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(s, "?#"):
+		// An empty query or fragment ("https://host?") parses as none
+		// but would swallow the /api/token that TokenURL appends.
 		return fmt.Errorf("the URL must not have a query or fragment, got %q", s)
 	case strings.HasSuffix(strings.TrimSuffix(u.Path, "/"), "/api"):
 		return fmt.Errorf("give the base URL without the trailing /api (got %q): the token endpoint is <server>/api/token", s)
@@ -170,7 +178,7 @@ func (c *Client) requestToken(ctx context.Context, tr tokenRequest) (*oauth2.Tok
 		return nil, transportError(ctx, endpoint, tr.GrantType, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, c.statusError(endpoint, tr.GrantType, resp, data)
+		return nil, c.statusError(endpoint, tr, resp, data)
 	}
 	tok, err := ParseTokenResponse(data, c.now())
 	if err != nil {
@@ -181,10 +189,12 @@ func (c *Client) requestToken(ctx context.Context, tr tokenRequest) (*oauth2.Tok
 
 // statusError turns a non-200 answer into an Error with the server's own
 // messages, scrubbed of the secrets this client sent.
-func (c *Client) statusError(endpoint, grant string, resp *http.Response, body []byte) *Error {
-	e := &Error{URL: endpoint, Grant: grant, Status: resp.StatusCode, Messages: ErrorMessages(body)}
+func (c *Client) statusError(endpoint string, tr tokenRequest, resp *http.Response, body []byte) *Error {
+	e := &Error{URL: endpoint, Grant: tr.GrantType, Status: resp.StatusCode, Messages: ErrorMessages(body)}
+	// The refresh token is as secret as the password.
+	secrets := append(c.Credentials.secrets(), tr.RefreshToken)
 	for i, m := range e.Messages {
-		e.Messages[i] = scrub(m, c.Credentials.secrets())
+		e.Messages[i] = scrub(m, secrets)
 	}
 	e.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), c.now())
 	switch s := resp.StatusCode; {

@@ -45,7 +45,8 @@ type Options struct {
 	Grant string
 	// RefreshBefore is how long before expiry a new token is fetched in
 	// the background. Default a quarter of the token's lifetime; it is
-	// held between a fifth of the lifetime's tenth and half the lifetime.
+	// held between twice the leeway (min(MaxLeeway, lifetime/10)) and half
+	// the lifetime.
 	RefreshBefore time.Duration
 	// Timeout bounds one token request.
 	Timeout time.Duration
@@ -173,6 +174,9 @@ func (m *Manager) now() time.Time { return m.opts.Now() }
 // held. It fails at once, without a request, while a failure's back-off or
 // cool-down lasts. ctx bounds only this caller's wait.
 func (m *Manager) Get(ctx context.Context) (*Token, error) {
+	if m.ctx.Err() != nil {
+		return nil, ErrClosed
+	}
 	if t := m.cur.Load(); t != nil {
 		now := m.now()
 		if now.Before(t.RefreshAt) {
@@ -203,16 +207,16 @@ func (m *Manager) Current() *Token { return m.cur.Load() }
 
 func (m *Manager) wait(ctx context.Context, force bool) (*Token, error) {
 	m.mu.Lock()
+	if m.ctx.Err() != nil {
+		m.mu.Unlock()
+		return nil, ErrClosed
+	}
 	now := m.now()
 	if t := m.cur.Load(); !force && t != nil && now.Before(t.ValidUntil) {
 		m.mu.Unlock()
 		return t, nil
 	}
 	if m.flight == nil {
-		if m.ctx.Err() != nil {
-			m.mu.Unlock()
-			return nil, ErrClosed
-		}
 		if !force && now.Before(m.retryAt) {
 			err := &Unavailable{Err: m.lastErr, RetryAt: m.retryAt}
 			m.mu.Unlock()
@@ -225,6 +229,9 @@ func (m *Manager) wait(ctx context.Context, force bool) (*Token, error) {
 	select {
 	case <-f.done:
 		if f.err != nil {
+			if m.ctx.Err() != nil {
+				return nil, ErrClosed // the request failed because of Close
+			}
 			return nil, &Unavailable{Err: f.err, RetryAt: f.retryAt}
 		}
 		return f.tok, nil
@@ -377,7 +384,7 @@ func (m *Manager) refresher() {
 	for {
 		var wait time.Duration = -1
 		m.mu.Lock()
-		if t := m.cur.Load(); t != nil && m.flight == nil {
+		if t := m.cur.Load(); t != nil && m.flight == nil && m.ctx.Err() == nil {
 			now := m.now()
 			due := t.RefreshAt
 			if m.retryAt.After(due) {
@@ -411,7 +418,11 @@ func (m *Manager) refresher() {
 
 // Close stops the refresher and any token request, and waits for them.
 func (m *Manager) Close() {
+	// Cancel under m.mu: wait checks m.ctx under it before starting a
+	// request, so no request starts (wg.Add) once Close is waiting.
+	m.mu.Lock()
 	m.cancel()
+	m.mu.Unlock()
 	m.wg.Wait()
 }
 
