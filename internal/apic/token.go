@@ -42,6 +42,9 @@ func ParseTokenResponse(body []byte, now time.Time) (*oauth2.Token, error) {
 	if tr.AccessToken == "" {
 		return nil, errors.New("access_token is missing or empty")
 	}
+	if !headerSafe(tr.AccessToken) {
+		return nil, errors.New("access_token has characters a header cannot carry")
+	}
 	if tr.TokenType != "" && !strings.EqualFold(tr.TokenType, "bearer") {
 		return nil, fmt.Errorf("token_type is %q, want Bearer", shorten(tr.TokenType, 40))
 	}
@@ -147,4 +150,15 @@ func describeBody(body []byte) string {
 		return "looks like HTML or XML"
 	}
 	return fmt.Sprintf("%d bytes starting %q", len(b), shorten(string(b), 20))
+}
+
+// headerSafe reports whether s can stand in an Authorization header:
+// visible ASCII only, as a bearer token's token68 is.
+func headerSafe(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
 }

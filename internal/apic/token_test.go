@@ -29,6 +29,8 @@ func TestParseTokenResponse(t *testing.T) {
 		raw    string
 		want   want
 	}{
+		{"access_token with a line break", map[string]any{"access_token": "abc\r\nX-Injected: 1", "expires_in": 60},
+			"", want{err: "characters a header cannot carry"}},
 		{"expires_in number", map[string]any{"access_token": "opaque", "token_type": "Bearer", "expires_in": 28800},
 			"", want{expiry: now.Add(28800 * time.Second)}},
 		{"expires_in numeric string", map[string]any{"access_token": "opaque", "token_type": "Bearer", "expires_in": "3600"},

@@ -117,6 +117,10 @@ type Manager struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	// refusedRefresh is the last refresh token the server refused. Only
+	// the flight goroutine uses it; flights run one after another.
+	refusedRefresh string
+
 	mu       sync.Mutex
 	flight   *flight
 	failures int // consecutive failures that may heal
@@ -300,7 +304,8 @@ func (m *Manager) run(f *flight) {
 // obtain requests a token: with the refresh token while one is held and
 // unexpired, falling back to the primary grant when it is refused.
 func (m *Manager) obtain(ctx context.Context, prev *Token, now time.Time) (*oauth2.Token, string, error) {
-	if prev != nil && prev.RefreshToken != "" && (prev.RefreshExpiry.IsZero() || now.Before(prev.RefreshExpiry)) {
+	if prev != nil && prev.RefreshToken != "" && prev.RefreshToken != m.refusedRefresh &&
+		(prev.RefreshExpiry.IsZero() || now.Before(prev.RefreshExpiry)) {
 		tok, err := m.opts.Fetcher.Refresh(ctx, prev.RefreshToken)
 		if err == nil {
 			return tok, apic.GrantRefreshToken, nil
@@ -309,6 +314,8 @@ func (m *Manager) obtain(ctx context.Context, prev *Token, now time.Time) (*oaut
 		if !errors.As(err, &ae) || !ae.Refused() {
 			return nil, apic.GrantRefreshToken, err
 		}
+		// Not again: each later attempt goes straight to the primary grant.
+		m.refusedRefresh = prev.RefreshToken
 		if m.opts.OnRefreshRefused != nil {
 			m.opts.OnRefreshRefused(err)
 		}

@@ -368,6 +368,30 @@ func TestRefreshToken(t *testing.T) {
 		}
 	})
 
+	t.Run("a refused refresh token is not tried again", func(t *testing.T) {
+		h := newHarness(t, life8h)
+		h.f.refreshLife = 16 * time.Hour
+		tok1 := h.get()
+		recv(t, h.tokens, "first token")
+		h.f.setRefreshErr(always(apicErr(apic.KindRefused, 401)))
+		// The fallback login fails once, then works.
+		h.f.setLoginErr(func(n int) error {
+			if n == 2 {
+				return apicErr(apic.KindServer, 503)
+			}
+			return nil
+		})
+		h.clock.Set(tok1.RefreshAt)
+		h.m.Poke()
+		f := recv(t, h.failures, "failed fallback login")
+		h.clock.Set(f.retryAt)
+		h.m.Poke()
+		if tok := recv(t, h.tokens, "token after the retry"); tok.Grant != apic.GrantPassword {
+			t.Errorf("grant %q, want password", tok.Grant)
+		}
+		h.wantCounts(3, 1)
+	})
+
 	for _, tc := range []struct {
 		name string
 		err  error
