@@ -1,6 +1,8 @@
 package caddymodule
 
 import (
+	"github.com/dustin/go-humanize"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -32,6 +34,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		timeout        <duration>
 //		tls_insecure_skip_verify
 //		tls_trusted_ca_certs <pem file> [<pem file>...]
+//		replay_max_body      <size>|off
+//		client_authorization overwrite|keep|reject
+//		pass_sign_out
+//		sign_out_on_stop     on|off
 //	}
 //
 // Credentials take {env.NAME} and {file./path} placeholders, resolved when
@@ -77,6 +83,56 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			} else {
 				h.RefreshBefore = caddy.Duration(dur)
 			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "replay_max_body":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if d.Val() == "off" {
+				h.ReplayMaxBody = -1
+			} else {
+				size, err := humanize.ParseBytes(d.Val())
+				if err != nil || size == 0 || size > 1<<40 {
+					return d.Errf("apic_auth: replay_max_body: want a size such as 4MiB, or off, got %q", d.Val())
+				}
+				h.ReplayMaxBody = int64(size)
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "client_authorization":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			switch d.Val() {
+			case ClientAuthOverwrite, ClientAuthKeep, ClientAuthReject:
+				h.ClientAuthorization = d.Val()
+			default:
+				return d.Errf("apic_auth: client_authorization: want overwrite, keep or reject, got %q", d.Val())
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "pass_sign_out":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.PassSignOut = true
+		case "sign_out_on_stop":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			var on bool
+			switch d.Val() {
+			case "on":
+				on = true
+			case "off":
+			default:
+				return d.Errf("apic_auth: sign_out_on_stop: want on or off, got %q", d.Val())
+			}
+			h.SignOutOnStop = &on
 			if d.NextArg() {
 				return d.ArgErr()
 			}

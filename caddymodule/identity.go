@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,8 +37,11 @@ type identity struct {
 	realm     string
 	user      string
 	transport *http.Transport
+	client    *apic.Client
 	sess      *session.Manager
 	logger    atomic.Pointer[zap.Logger]
+	signOut   bool
+	replays   sync.Map // outcome -> *atomic.Int64
 }
 
 // poolKey is a hash of everything that makes a session: two handlers with
@@ -46,7 +51,7 @@ func (c *resolved) poolKey() string {
 	parts := []string{
 		c.server, c.creds.Realm, c.creds.Username, c.creds.Password, c.creds.APIKey,
 		c.creds.ClientID, c.creds.ClientSecret, c.refreshBefore.String(), c.timeout.String(),
-		strconv.FormatBool(c.insecure),
+		strconv.FormatBool(c.insecure), strconv.FormatBool(c.signOutOnStop),
 	}
 	parts = append(parts, c.caFiles...)
 	for _, p := range parts {
@@ -94,7 +99,7 @@ func newIdentity(c *resolved) (*identity, error) {
 		},
 		Now: now,
 	}
-	id := &identity{server: c.server, realm: c.creds.Realm, user: c.creds.Username, transport: transport}
+	id := &identity{server: c.server, realm: c.creds.Realm, user: c.creds.Username, transport: transport, client: client, signOut: c.signOutOnStop}
 	if c.creds.APIKey != "" {
 		id.user = "(api key)"
 		id.realm = ""
@@ -158,11 +163,40 @@ func (id *identity) onRefreshRefused(err error) {
 		zap.String("identity", id.name), zap.String("error", err.Error()))
 }
 
-// Destruct stops the session when the last config using it is unloaded.
+// signOutTimeout bounds the sign-out when the session stops.
+const signOutTimeout = 5 * time.Second
+
+// Destruct stops the session when the last config using it is unloaded,
+// and signs it out upstream unless sign_out_on_stop is off.
 func (id *identity) Destruct() error {
+	t := id.sess.Current()
 	id.sess.Close()
-	id.transport.CloseIdleConnections()
+	defer id.transport.CloseIdleConnections()
+	if !id.signOut || t == nil || !now().Before(t.ValidUntil) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), signOutTimeout)
+	defer cancel()
+	if err := id.client.SignOut(ctx, t.Token); err != nil {
+		id.log().Warn("could not sign the API Connect session out", zap.String("identity", id.name), zap.String("error", err.Error()))
+		return nil
+	}
+	id.log().Info("signed the API Connect session out", zap.String("identity", id.name))
 	return nil
+}
+
+// countReplay counts a replay by outcome.
+func (id *identity) countReplay(outcome string) {
+	v, _ := id.replays.LoadOrStore(outcome, new(atomic.Int64))
+	v.(*atomic.Int64).Add(1)
+}
+
+// replayCount returns how many replays ended with outcome.
+func (id *identity) replayCount(outcome string) int64 {
+	if v, ok := id.replays.Load(outcome); ok {
+		return v.(*atomic.Int64).Load()
+	}
+	return 0
 }
 
 // statusClientClosedRequest is what Caddy reports when the client left.

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apic"
+	"github.com/apic-tools/apic-auth-proxy/internal/session"
 )
 
 func init() {
@@ -62,11 +63,41 @@ type Handler struct {
 	// TLSTrustedCACerts are PEM files of the authorities trusted for the
 	// token endpoint instead of the system's. Default: the system's.
 	TLSTrustedCACerts []string `json:"tls_trusted_ca_certs,omitempty"`
+	// ReplayMaxBody bounds the request body kept, as it streams, to
+	// replay a request once when API Manager refuses the token with 401
+	// (revoked before its expiry): the token is renewed and the request
+	// sent again. A larger body streams through unbuffered and its 401
+	// goes to the client. Bytes; default 4 MiB; -1 turns replay off.
+	ReplayMaxBody int64 `json:"replay_max_body,omitempty"`
+	// ClientAuthorization is what happens to a request that brings its
+	// own Authorization header: "overwrite" (default) replaces it with
+	// the proxy's token, "keep" forwards the request untouched, "reject"
+	// answers 400.
+	ClientAuthorization string `json:"client_authorization,omitempty"`
+	// PassSignOut forwards POST /api/me/sign-out to API Manager. By
+	// default it is answered here with 204, since it would end the
+	// session that every client of the proxy shares.
+	PassSignOut bool `json:"pass_sign_out,omitempty"`
+	// SignOutOnStop signs the session out upstream when the last config
+	// using this identity is unloaded (Caddy stops, or a reload drops
+	// it), so that no session outlives the proxy. Default true.
+	SignOutOnStop *bool `json:"sign_out_on_stop,omitempty"`
 
-	logger *zap.Logger
-	key    string
-	id     *identity
+	logger    *zap.Logger
+	key       string
+	id        *identity
+	replayMax int64
 }
+
+// DefaultReplayMaxBody is the default of ReplayMaxBody.
+const DefaultReplayMaxBody = 4 << 20
+
+// Values of ClientAuthorization.
+const (
+	ClientAuthOverwrite = "overwrite"
+	ClientAuthKeep      = "keep"
+	ClientAuthReject    = "reject"
+)
 
 // CaddyModule returns the Caddy module information.
 func (Handler) CaddyModule() caddy.ModuleInfo {
@@ -85,12 +116,26 @@ type resolved struct {
 	timeout       time.Duration
 	insecure      bool
 	caFiles       []string
+	signOutOnStop bool
 }
 
 // Provision resolves placeholders, checks the configuration and joins (or
 // starts) the token session of this identity. It makes no network call.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	switch h.ClientAuthorization {
+	case "", ClientAuthOverwrite, ClientAuthKeep, ClientAuthReject:
+	default:
+		return fmt.Errorf("apic_auth: client_authorization: want overwrite, keep or reject, got %q", h.ClientAuthorization)
+	}
+	switch {
+	case h.ReplayMaxBody == 0:
+		h.replayMax = DefaultReplayMaxBody
+	case h.ReplayMaxBody < -1:
+		return fmt.Errorf("apic_auth: replay_max_body: want a size in bytes, or -1 for off, got %d", h.ReplayMaxBody)
+	default:
+		h.replayMax = h.ReplayMaxBody
+	}
 	cfg, err := h.resolve()
 	if err != nil {
 		return err
@@ -133,6 +178,7 @@ func (h *Handler) resolve() (*resolved, error) {
 		refreshBefore: time.Duration(h.RefreshBefore),
 		timeout:       time.Duration(h.Timeout),
 		insecure:      h.TLSInsecureSkipVerify,
+		signOutOnStop: h.SignOutOnStop == nil || *h.SignOutOnStop,
 	}
 	var err error
 	for _, f := range []struct {
@@ -228,8 +274,26 @@ func (h *Handler) Cleanup() error {
 }
 
 // ServeHTTP sets the Authorization header and calls the next handler. When
-// no token can be had it answers 502 with API Connect's error body.
+// no token can be had it answers 502 with API Connect's error body. A 401
+// from API Manager to a request that carried the session's token renews the
+// token and replays the request once.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if len(r.Header["Authorization"]) > 0 {
+		switch h.ClientAuthorization {
+		case ClientAuthKeep:
+			h.debug("request keeps its own Authorization")
+			return next.ServeHTTP(w, r)
+		case ClientAuthReject:
+			writeAPIError(w, http.StatusBadRequest, "apic_auth: this proxy adds the Authorization header; send the request without one")
+			return nil
+		}
+	}
+	if !h.PassSignOut && r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/api/me/sign-out") {
+		// Signing out would end the session every client shares.
+		h.debug("sign-out answered by the proxy")
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
 	t, err := h.id.sess.Get(r.Context())
 	if err != nil {
 		return h.id.fail(w, r, err)
@@ -237,10 +301,61 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// The slice is shared by every request with this token; handlers
 	// replace header values, they do not write into them.
 	r.Header["Authorization"] = t.HeaderValues
-	if ce := h.logger.Check(zapcore.DebugLevel, "bearer token set"); ce != nil {
-		ce.Write(zap.String("identity", h.id.name), zap.Time("token_expires", t.Expiry))
+	h.debug("bearer token set")
+	if h.replayMax < 0 || r.ContentLength > h.replayMax {
+		return next.ServeHTTP(w, r)
 	}
-	return next.ServeHTTP(w, r)
+	return h.serveReplayable(w, r, next, t)
+}
+
+// serveReplayable sends the request on, keeping its body, and on a 401
+// renews the token and sends it once more.
+func (h *Handler) serveReplayable(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, t *session.Token) error {
+	var body *replayBody
+	if r.Body != nil && r.Body != http.NoBody {
+		body = &replayBody{rc: r.Body, max: h.replayMax}
+		r.Body = body
+	}
+	rw := newReplayWriter(w, func() bool { return body == nil || !body.exceeded() })
+	err := next.ServeHTTP(rw, r)
+	if !rw.held {
+		return err
+	}
+	if body != nil {
+		rest, ok := body.detach()
+		if !ok {
+			h.id.countReplay("body_too_large")
+			rw.release()
+			return err
+		}
+		r.Body = rest
+	}
+	// API Manager refused a token that has not expired: revoked, signed
+	// out elsewhere, or signed with a key it no longer has. Retire exactly
+	// that token; a newer one another request fetched stays.
+	h.id.sess.Invalidate(t)
+	t2, gerr := h.id.sess.Get(r.Context())
+	if gerr != nil {
+		h.id.countReplay("no_token")
+		return h.id.fail(w, r, gerr)
+	}
+	h.id.log().Info("API Manager refused the token before its expiry; replaying with a new one",
+		zap.String("identity", h.id.name), zap.String("method", r.Method), zap.String("path", r.URL.Path))
+	r.Header["Authorization"] = t2.HeaderValues
+	second := newReplayWriter(w, nil)
+	err = next.ServeHTTP(second, r)
+	if second.status == http.StatusUnauthorized {
+		h.id.countReplay("refused_again")
+	} else {
+		h.id.countReplay("ok")
+	}
+	return err
+}
+
+func (h *Handler) debug(msg string) {
+	if ce := h.logger.Check(zapcore.DebugLevel, msg); ce != nil {
+		ce.Write(zap.String("identity", h.id.name))
+	}
 }
 
 // Interface guards

@@ -267,3 +267,28 @@ func shorten(s string, n int) string {
 	}
 	return s[:n] + "..."
 }
+
+// SignOut ends the session of an access token upstream with
+// POST <server>/api/me/sign-out, which also revokes its refresh token.
+func (c *Client) SignOut(ctx context.Context, tok *oauth2.Token) error {
+	endpoint := strings.TrimSuffix(c.Server, "/") + "/api/me/sign-out"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", UserAgent)
+	resp, err := c.httpClient().Do(req)
+	if err != nil {
+		return transportError(ctx, endpoint, "", err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	if resp.StatusCode/100 != 2 {
+		e := c.statusError(endpoint, tokenRequest{}, resp, data)
+		e.Grant = "sign-out"
+		return e
+	}
+	return nil
+}

@@ -1,0 +1,170 @@
+package caddymodule
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+)
+
+// replayBody passes a request body through while keeping what was read,
+// up to max bytes, so that the request can be sent again. Reads are
+// serialised, so that detach sees every byte an earlier attempt consumed.
+type replayBody struct {
+	mu       sync.Mutex
+	rc       io.ReadCloser
+	buf      []byte
+	max      int64
+	over     bool // more than max was read: no replay
+	detached bool
+}
+
+var errBodyReplayed = errors.New("apic_auth: request body handed to a replay")
+
+func (b *replayBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.detached {
+		return 0, errBodyReplayed
+	}
+	n, err := b.rc.Read(p)
+	if n > 0 && !b.over {
+		if int64(len(b.buf)+n) > b.max {
+			b.over, b.buf = true, nil
+		} else {
+			b.buf = append(b.buf, p[:n]...)
+		}
+	}
+	return n, err
+}
+
+// Close does not close the client's body: a replay still reads its rest.
+// The server closes it when the handler returns.
+func (b *replayBody) Close() error { return nil }
+
+// exceeded reports whether more than max bytes were read.
+func (b *replayBody) exceeded() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.over
+}
+
+// detach ends the first attempt's use of the body (a transport still
+// sending it gets an error) and returns a reader of the whole body: the
+// bytes read so far, then the rest. It fails when more than max bytes
+// were read.
+func (b *replayBody) detach() (io.ReadCloser, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.over {
+		return nil, false
+	}
+	b.detached = true
+	return replayReader{io.MultiReader(bytes.NewReader(b.buf), b.rc)}, true
+}
+
+type replayReader struct{ io.Reader }
+
+func (replayReader) Close() error { return nil }
+
+// maxHeld401Body bounds what is kept of a held 401's body.
+const maxHeld401Body = 64 << 10
+
+// replayWriter passes a response through unless it is a 401 that may be
+// replayed: that one is held (status, headers and up to 64 KiB of body)
+// and the client sees nothing of it. Until the status is known, headers go
+// to a map of its own, so that a held response leaves no trace.
+type replayWriter struct {
+	w       http.ResponseWriter
+	hdr     http.Header
+	mayHold func() bool
+
+	status   int
+	passed   bool
+	held     bool
+	heldBody []byte
+}
+
+func newReplayWriter(w http.ResponseWriter, mayHold func() bool) *replayWriter {
+	return &replayWriter{w: w, hdr: w.Header().Clone(), mayHold: mayHold}
+}
+
+func (rw *replayWriter) Header() http.Header {
+	if rw.passed {
+		return rw.w.Header()
+	}
+	return rw.hdr
+}
+
+func (rw *replayWriter) WriteHeader(code int) {
+	switch {
+	case rw.held:
+		return
+	case rw.passed:
+		rw.w.WriteHeader(code)
+		return
+	case code < 200:
+		// Informational (100 Continue, 101 Switching Protocols, 103
+		// Early Hints): pass on with the headers so far.
+		rw.copyHeader()
+		rw.w.WriteHeader(code)
+		return
+	}
+	rw.status = code
+	if code == http.StatusUnauthorized && rw.mayHold != nil && rw.mayHold() {
+		rw.held = true
+		return
+	}
+	rw.copyHeader()
+	rw.passed = true
+	rw.w.WriteHeader(code)
+}
+
+// copyHeader makes the real header map equal to rw.hdr.
+func (rw *replayWriter) copyHeader() {
+	dst := rw.w.Header()
+	clear(dst)
+	for k, v := range rw.hdr {
+		dst[k] = v
+	}
+}
+
+func (rw *replayWriter) Write(p []byte) (int, error) {
+	if !rw.passed && !rw.held {
+		rw.WriteHeader(http.StatusOK)
+	}
+	if rw.held {
+		if room := maxHeld401Body - len(rw.heldBody); room > 0 {
+			rw.heldBody = append(rw.heldBody, p[:min(room, len(p))]...)
+		}
+		return len(p), nil
+	}
+	return rw.w.Write(p)
+}
+
+// FlushError flushes a response that is passed through; http.
+// ResponseController finds it before Unwrap.
+func (rw *replayWriter) FlushError() error {
+	if !rw.passed {
+		return nil
+	}
+	return http.NewResponseController(rw.w).Flush()
+}
+
+// Flush implements http.Flusher.
+func (rw *replayWriter) Flush() { _ = rw.FlushError() }
+
+// Unwrap gives http.ResponseController the real writer (hijacking for
+// upgrades, deadlines).
+func (rw *replayWriter) Unwrap() http.ResponseWriter { return rw.w }
+
+// release sends a held 401 to the client as it came.
+func (rw *replayWriter) release() {
+	rw.held = false
+	rw.copyHeader()
+	rw.passed = true
+	rw.w.Header().Del("Content-Length")
+	rw.w.WriteHeader(rw.status)
+	_, _ = rw.w.Write(rw.heldBody)
+}
