@@ -60,6 +60,25 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	if h.APIKey != "{env.APIC_API_KEY}" || !h.TLSInsecureSkipVerify {
 		t.Fatalf("got %+v", h)
 	}
+
+	for _, tc := range []struct {
+		block string
+		check func(h Handler) bool
+	}{
+		{"replay_max_body 16MiB", func(h Handler) bool { return h.ReplayMaxBody == 16<<20 }},
+		{"replay_max_body 500kB", func(h Handler) bool { return h.ReplayMaxBody == 500000 }},
+		{"replay_max_body off", func(h Handler) bool { return h.ReplayMaxBody == -1 }},
+		{"client_authorization keep", func(h Handler) bool { return h.ClientAuthorization == ClientAuthKeep }},
+		{"client_authorization reject", func(h Handler) bool { return h.ClientAuthorization == ClientAuthReject }},
+		{"pass_sign_out", func(h Handler) bool { return h.PassSignOut }},
+		{"sign_out_on_stop off", func(h Handler) bool { return h.SignOutOnStop != nil && !*h.SignOutOnStop }},
+		{"sign_out_on_stop on", func(h Handler) bool { return h.SignOutOnStop != nil && *h.SignOutOnStop }},
+	} {
+		h = Handler{}
+		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("apic_auth {\n" + tc.block + "\n}")); err != nil || !tc.check(h) {
+			t.Errorf("%s: %v, got %+v", tc.block, err, h)
+		}
+	}
 }
 
 func TestUnmarshalCaddyfileErrors(t *testing.T) {
@@ -77,6 +96,12 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"flag with value", "apic_auth {\n tls_insecure_skip_verify yes\n}", "wrong argument count"},
 		{"no CA files", "apic_auth {\n tls_trusted_ca_certs\n}", "wrong argument count"},
 		{"duration extra", "apic_auth {\n timeout 5s 6s\n}", "wrong argument count"},
+		{"bad size", "apic_auth {\n replay_max_body lots\n}", `replay_max_body: want a size such as 4MiB, or off, got "lots"`},
+		{"zero size", "apic_auth {\n replay_max_body 0\n}", "replay_max_body: want a size"},
+		{"no size", "apic_auth {\n replay_max_body\n}", "wrong argument count"},
+		{"bad client_authorization", "apic_auth {\n client_authorization drop\n}", `client_authorization: want overwrite, keep or reject, got "drop"`},
+		{"pass_sign_out value", "apic_auth {\n pass_sign_out yes\n}", "wrong argument count"},
+		{"bad sign_out_on_stop", "apic_auth {\n sign_out_on_stop maybe\n}", `sign_out_on_stop: want on or off, got "maybe"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var h Handler

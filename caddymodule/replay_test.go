@@ -1,0 +1,374 @@
+package caddymodule
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
+)
+
+func TestReplayBody(t *testing.T) {
+	src := strings.Repeat("0123456789", 10)
+	b := &replayBody{rc: io.NopCloser(strings.NewReader(src)), max: 64}
+	head := make([]byte, 30)
+	if _, err := io.ReadFull(b, head); err != nil {
+		t.Fatal(err)
+	}
+	rest, ok := b.detach()
+	if !ok {
+		t.Fatal("detach refused after 30 of 64 bytes")
+	}
+	if _, err := b.Read(head); !errors.Is(err, errBodyReplayed) {
+		t.Fatalf("read after detach: %v", err)
+	}
+	all, err := io.ReadAll(rest)
+	if err != nil || string(all) != src {
+		t.Fatalf("replayed %q, %v", all, err)
+	}
+
+	over := &replayBody{rc: io.NopCloser(strings.NewReader(src)), max: 64}
+	if _, err := io.ReadAll(over); err != nil {
+		t.Fatal(err)
+	}
+	if !over.exceeded() {
+		t.Fatal("100 bytes read with max 64, not exceeded")
+	}
+	if _, ok := over.detach(); ok {
+		t.Fatal("detach of an exceeded body")
+	}
+	if over.buf != nil {
+		t.Fatal("an exceeded body keeps its buffer")
+	}
+}
+
+func TestReplayWriter(t *testing.T) {
+	t.Run("passes others through", func(t *testing.T) {
+		rec := httptest.NewRecorder()
+		rec.Header().Set("Server", "Caddy")
+		rw := newReplayWriter(rec, func() bool { return true })
+		rw.Header().Set("Content-Type", "application/json")
+		rw.WriteHeader(http.StatusCreated)
+		_, _ = rw.Write([]byte("{}"))
+		if rec.Code != 201 || rec.Body.String() != "{}" || rec.Header().Get("Content-Type") != "application/json" || rec.Header().Get("Server") != "Caddy" {
+			t.Fatalf("got %d %q %v", rec.Code, rec.Body, rec.Header())
+		}
+	})
+	t.Run("holds a 401 without trace, then releases it", func(t *testing.T) {
+		rec := httptest.NewRecorder()
+		rw := newReplayWriter(rec, func() bool { return true })
+		rw.Header().Set("Www-Authenticate", "Bearer")
+		rw.WriteHeader(http.StatusUnauthorized)
+		_, _ = rw.Write([]byte(`{"status":401,"message":["expired"]}`))
+		rw.Flush()
+		if !rw.held || rec.Header().Get("Www-Authenticate") != "" || rec.Body.Len() != 0 || rec.Flushed {
+			t.Fatalf("held 401 reached the client: held=%v header=%v body=%q", rw.held, rec.Header(), rec.Body)
+		}
+		rw.release()
+		if rec.Code != 401 || rec.Body.String() != `{"status":401,"message":["expired"]}` || rec.Header().Get("Www-Authenticate") != "Bearer" {
+			t.Fatalf("released %d %q %v", rec.Code, rec.Body, rec.Header())
+		}
+	})
+	t.Run("passes a 401 it may not hold", func(t *testing.T) {
+		rec := httptest.NewRecorder()
+		rw := newReplayWriter(rec, func() bool { return false })
+		rw.WriteHeader(http.StatusUnauthorized)
+		if rw.held || rec.Code != 401 {
+			t.Fatalf("held=%v code=%d", rw.held, rec.Code)
+		}
+	})
+	t.Run("implicit 200", func(t *testing.T) {
+		rec := httptest.NewRecorder()
+		rw := newReplayWriter(rec, func() bool { return true })
+		_, _ = rw.Write([]byte("x"))
+		if rec.Code != 200 || rw.status != 200 {
+			t.Fatalf("code %d", rec.Code)
+		}
+	})
+}
+
+// replayFixture is a provisioned handler against the simulator and a
+// scripted next handler standing in for API Manager.
+type replayFixture struct {
+	sim  *apicsim.Server
+	h    *Handler
+	mu   sync.Mutex
+	auth []string
+	// answer decides the n-th upstream call's answer (n from 1).
+	answer func(n int, w http.ResponseWriter, r *http.Request)
+}
+
+func newReplayFixture(t *testing.T, mod func(h *Handler)) *replayFixture {
+	t.Helper()
+	sim, err := apicsim.New(apicsim.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	f := &replayFixture{sim: sim, h: simHandler(srv.URL)}
+	if mod != nil {
+		mod(f.h)
+	}
+	if err := provision(t, f.h); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *replayFixture) next() caddyhttp.Handler {
+	return caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		f.mu.Lock()
+		f.auth = append(f.auth, r.Header.Get("Authorization"))
+		n := len(f.auth)
+		f.mu.Unlock()
+		f.answer(n, w, r)
+		return nil
+	})
+}
+
+func (f *replayFixture) serve(t *testing.T, r *http.Request) *httptest.ResponseRecorder {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	if err := f.h.ServeHTTP(rec, r, f.next()); err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+// refuseFirst answers 401 to the first call after reading part of the
+// body, and 200 with the body's SHA-256 to the next.
+func refuseFirst(n int, w http.ResponseWriter, r *http.Request) {
+	if n == 1 {
+		_, _ = io.CopyN(io.Discard, r.Body, 10)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = io.WriteString(w, `{"status":401,"message":["The token has been revoked."]}`)
+		return
+	}
+	sum := sha256.New()
+	_, _ = io.Copy(sum, r.Body)
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.WriteString(w, hex.EncodeToString(sum.Sum(nil)))
+}
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func TestReplayOn401(t *testing.T) {
+	body := bytes.Repeat([]byte("publish-me "), 20000) // 220 kB
+	for _, tc := range []struct {
+		name    string
+		chunked bool
+	}{{"known length", false}, {"chunked", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newReplayFixture(t, nil)
+			f.answer = refuseFirst
+			r := httptest.NewRequest("POST", "/api/catalogs/o/c/publish", bytes.NewReader(body))
+			if tc.chunked {
+				r.ContentLength = -1
+			}
+			rec := f.serve(t, r)
+			if rec.Code != 200 || rec.Body.String() != sha(body) {
+				t.Fatalf("client got %d %q, want 200 and the whole body's hash", rec.Code, rec.Body)
+			}
+			if len(f.auth) != 2 || f.auth[0] == f.auth[1] || !strings.HasPrefix(f.auth[1], "Bearer ") {
+				t.Fatalf("upstream saw %d calls, tokens differ: %v", len(f.auth), len(f.auth) == 2 && f.auth[0] != f.auth[1])
+			}
+			if n := f.sim.TokenRequests("password", "ok"); n != 2 {
+				t.Fatalf("token requests = %d, want 2", n)
+			}
+			if f.h.id.replayCount("ok") != 1 {
+				t.Fatal("replay not counted")
+			}
+		})
+	}
+}
+
+func TestReplayRefusedAgainGoesToClient(t *testing.T) {
+	f := newReplayFixture(t, nil)
+	f.answer = func(n int, w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = io.WriteString(w, `{"status":401,"message":["no"]}`)
+	}
+	rec := f.serve(t, httptest.NewRequest("GET", "/api/me", nil))
+	if rec.Code != 401 || rec.Body.String() != `{"status":401,"message":["no"]}` {
+		t.Fatalf("client got %d %q", rec.Code, rec.Body)
+	}
+	if len(f.auth) != 2 {
+		t.Fatalf("%d upstream calls, want 2 (no loop)", len(f.auth))
+	}
+	if f.sim.TokenRequests("", "") != 2 || f.h.id.replayCount("refused_again") != 1 {
+		t.Fatalf("token requests %d, refused_again %d", f.sim.TokenRequests("", ""), f.h.id.replayCount("refused_again"))
+	}
+}
+
+func TestNoReplayBeyondLimit(t *testing.T) {
+	body := bytes.Repeat([]byte("x"), 4096)
+	for _, tc := range []struct {
+		name    string
+		max     int64
+		chunked bool
+	}{
+		{"known length over the limit", 1024, false},
+		{"chunked body that outgrows the limit", 1024, true},
+		{"replay off", -1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newReplayFixture(t, func(h *Handler) { h.ReplayMaxBody = tc.max })
+			f.answer = func(n int, w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body) // all of it, past the limit
+				w.WriteHeader(http.StatusUnauthorized)
+				_, _ = io.WriteString(w, "refused")
+			}
+			r := httptest.NewRequest("POST", "/api/catalogs/o/c/publish", bytes.NewReader(body))
+			if tc.chunked {
+				r.ContentLength = -1
+			}
+			rec := f.serve(t, r)
+			if rec.Code != 401 || rec.Body.String() != "refused" || len(f.auth) != 1 {
+				t.Fatalf("client got %d %q after %d upstream calls", rec.Code, rec.Body, len(f.auth))
+			}
+			if n := f.sim.TokenRequests("", ""); n != 1 {
+				t.Fatalf("token requests = %d, want 1", n)
+			}
+		})
+	}
+}
+
+func TestClientAuthorization(t *testing.T) {
+	ok := func(n int, w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) }
+	own := "Bearer client-own-token"
+	for _, tc := range []struct {
+		mode       string
+		header     string
+		wantStatus int
+		wantAuth   string // "" means the proxy's token
+		wantTokens int
+	}{
+		{"", own, 200, "", 1},
+		{ClientAuthOverwrite, own, 200, "", 1},
+		{ClientAuthKeep, own, 200, own, 0},
+		{ClientAuthKeep, "", 200, "", 1},
+		{ClientAuthReject, own, 400, "-", 0},
+		{ClientAuthReject, "", 200, "", 1},
+	} {
+		t.Run(tc.mode+"/"+tc.header, func(t *testing.T) {
+			f := newReplayFixture(t, func(h *Handler) { h.ClientAuthorization = tc.mode })
+			f.answer = ok
+			r := httptest.NewRequest("GET", "/api/me", nil)
+			if tc.header != "" {
+				r.Header.Set("Authorization", tc.header)
+			}
+			rec := f.serve(t, r)
+			if rec.Code != tc.wantStatus {
+				t.Fatalf("status %d, want %d", rec.Code, tc.wantStatus)
+			}
+			if tc.wantStatus == 400 {
+				if s, msg := apiError(t, rec.Body.Bytes()); s != 400 || !strings.Contains(msg[0], "without one") {
+					t.Fatalf("body %s", rec.Body)
+				}
+				if len(f.auth) != 0 {
+					t.Fatal("a rejected request went upstream")
+				}
+			} else {
+				got := f.auth[0]
+				if tc.wantAuth == "" && (got == own || !strings.HasPrefix(got, "Bearer ey")) {
+					t.Fatalf("upstream saw %q, want the proxy's token", got)
+				}
+				if tc.wantAuth != "" && got != tc.wantAuth {
+					t.Fatalf("upstream saw %q, want %q", got, tc.wantAuth)
+				}
+			}
+			if n := f.sim.TokenRequests("", ""); n != tc.wantTokens {
+				t.Fatalf("token requests = %d, want %d", n, tc.wantTokens)
+			}
+		})
+	}
+}
+
+func TestSignOutAnsweredLocally(t *testing.T) {
+	f := newReplayFixture(t, nil)
+	f.answer = func(n int, w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) }
+	for _, p := range []string{"/api/me/sign-out", "/integration/apis/ns/inst/api/me/sign-out"} {
+		rec := f.serve(t, httptest.NewRequest("POST", p, nil))
+		if rec.Code != http.StatusNoContent {
+			t.Fatalf("POST %s: %d, want 204", p, rec.Code)
+		}
+	}
+	if len(f.auth) != 0 || f.sim.TokenRequests("", "") != 0 {
+		t.Fatal("a sign-out went upstream")
+	}
+	// Other methods and paths go on.
+	if rec := f.serve(t, httptest.NewRequest("GET", "/api/me/sign-out", nil)); rec.Code != http.StatusTeapot {
+		t.Fatalf("GET sign-out: %d", rec.Code)
+	}
+
+	pass := newReplayFixture(t, func(h *Handler) { h.PassSignOut = true })
+	pass.answer = f.answer
+	if rec := pass.serve(t, httptest.NewRequest("POST", "/api/me/sign-out", nil)); rec.Code != http.StatusTeapot || !strings.HasPrefix(pass.auth[0], "Bearer ey") {
+		t.Fatalf("pass_sign_out: %d", rec.Code)
+	}
+}
+
+func TestSignOutOnStop(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		t.Run(map[bool]string{true: "on", false: "off"}[on], func(t *testing.T) {
+			sim, err := apicsim.New(apicsim.DefaultConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := httptest.NewServer(sim)
+			defer srv.Close()
+			h := simHandler(srv.URL)
+			if !on {
+				h.SignOutOnStop = &on
+			}
+			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+			defer cancel()
+			if err := h.Provision(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// A second handler with the same identity keeps the session
+			// alive when the first is cleaned up.
+			h2 := simHandler(srv.URL)
+			h2.SignOutOnStop = h.SignOutOnStop
+			if err := h2.Provision(ctx); err != nil {
+				t.Fatal(err)
+			}
+			rec := httptest.NewRecorder()
+			if err := h.ServeHTTP(rec, httptest.NewRequest("GET", "/api/me", nil), caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })); err != nil {
+				t.Fatal(err)
+			}
+			if err := h.Cleanup(); err != nil {
+				t.Fatal(err)
+			}
+			if n := sim.APICalls(http.StatusNoContent); n != 0 {
+				t.Fatalf("signed out while a handler still uses the session")
+			}
+			if err := h2.Cleanup(); err != nil {
+				t.Fatal(err)
+			}
+			want := 0
+			if on {
+				want = 1
+			}
+			if n := sim.APICalls(http.StatusNoContent); n != want {
+				t.Fatalf("sign-outs = %d, want %d", n, want)
+			}
+		})
+	}
+}
