@@ -1,0 +1,296 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
+)
+
+// The safe-deployment Caddyfiles of the README, verbatim. The tests set
+// the APIC_* variables for the simulator and move the listener to the test's
+// unix socket; everything else runs as written.
+
+// deployUnixSocket serves on a unix socket only its owner can connect to.
+const deployUnixSocket = `{
+	admin off
+	persist_config off
+}
+
+http:// {
+	# Only the user Caddy runs as can connect: no TCP port at all.
+	bind unix//run/apic-auth-proxy/proxy.sock|0600
+
+	apic_auth {
+		server        {env.APIC_SERVER}
+		realm         {env.APIC_REALM}
+		username      {env.APIC_USERNAME}
+		password      {env.APIC_PASSWORD}
+		client_id     {env.APIC_CLIENT_ID}
+		client_secret {env.APIC_CLIENT_SECRET}
+	}
+
+	reverse_proxy {$APIC_SERVER} {
+		header_up Host {upstream_hostport}
+	}
+}
+`
+
+// deployBasicAuth asks the clients of a shared sidecar for a password
+// before any of them acts as the API Connect user.
+const deployBasicAuth = `{
+	admin off
+	persist_config off
+}
+
+http://127.0.0.1:9080 {
+	bind 127.0.0.1
+
+	# Runs before apic_auth (Caddy orders basic_auth first). The hash comes
+	# from: apic-auth-proxy hash-password
+	basic_auth {
+		ci {env.APIC_PROXY_PASSWORD_HASH}
+	}
+
+	# The client's Basic header is replaced by the bearer token
+	# (client_authorization overwrite, the default).
+	apic_auth {
+		server        {env.APIC_SERVER}
+		realm         {env.APIC_REALM}
+		username      {env.APIC_USERNAME}
+		password      {env.APIC_PASSWORD}
+		client_id     {env.APIC_CLIENT_ID}
+		client_secret {env.APIC_CLIENT_SECRET}
+	}
+
+	reverse_proxy {$APIC_SERVER} {
+		header_up Host {upstream_hostport}
+	}
+}
+`
+
+// deployReadOnly lets only reads through to API Manager.
+const deployReadOnly = `{
+	admin off
+	persist_config off
+}
+
+http://127.0.0.1:9080 {
+	bind 127.0.0.1
+
+	# Anything but a read is answered here, before a token is even fetched.
+	@write not method GET HEAD
+	handle @write {
+		header Allow "GET, HEAD"
+		header Content-Type application/json
+		respond ` + "`" + `{"status":405,"message":["This proxy is read-only."]}` + "`" + ` 405
+	}
+
+	handle {
+		apic_auth {
+			server        {env.APIC_SERVER}
+			realm         {env.APIC_REALM}
+			username      {env.APIC_USERNAME}
+			password      {env.APIC_PASSWORD}
+			client_id     {env.APIC_CLIENT_ID}
+			client_secret {env.APIC_CLIENT_SECRET}
+		}
+		reverse_proxy {$APIC_SERVER} {
+			header_up Host {upstream_hostport}
+		}
+	}
+}
+`
+
+// setAPICEnv sets the variables the deployment Caddyfiles read, for the
+// simulator's developer user.
+func (e *testEnv) setAPICEnv() {
+	for k, v := range map[string]string{
+		"APIC_SERVER":        e.simSrv.URL,
+		"APIC_REALM":         apicsim.DefaultProviderRealm,
+		"APIC_USERNAME":      apicsim.DefaultProviderUsername,
+		"APIC_PASSWORD":      apicsim.DefaultProviderPassword,
+		"APIC_CLIENT_ID":     apicsim.DefaultClientID,
+		"APIC_CLIENT_SECRET": apicsim.DefaultClientSecret,
+	} {
+		e.t.Setenv(k, v)
+	}
+}
+
+// replaceOnce replaces old, which must occur exactly once, with new.
+func (e *testEnv) replaceOnce(text, old, new string) string {
+	e.t.Helper()
+	if n := strings.Count(text, old); n != 1 {
+		e.t.Fatalf("the Caddyfile has %q %d times, want once", old, n)
+	}
+	return strings.Replace(text, old, new, 1)
+}
+
+// onTestSocket moves a deployment Caddyfile's loopback listener to the
+// test's unix socket. The site address, and so its host matcher, stay:
+// requests are sent with Host 127.0.0.1:9080.
+func (e *testEnv) onTestSocket(text string) string {
+	return e.replaceOnce(text, "\tbind 127.0.0.1\n", "\tbind unix/"+e.sock+"\n")
+}
+
+const deployHost = "127.0.0.1:9080"
+
+// doHost is e.do with a Host header and Basic credentials (none when user
+// is empty).
+func (e *testEnv) doHost(host, method, path, user, password string) (int, http.Header, []byte) {
+	e.t.Helper()
+	req, err := http.NewRequest(method, "http://"+host+path, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if user != "" {
+		req.SetBasicAuth(user, password)
+	}
+	resp, err := e.client.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header, body
+}
+
+// upstreamAuth returns the Authorization headers that reached the
+// simulator's API (not its token endpoint).
+func (e *testEnv) upstreamAuth() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.seenAuth...)
+}
+
+func TestDeployUnixSocketMode0600(t *testing.T) {
+	e := newTestEnv(t, apicsim.DefaultConfig())
+	e.setAPICEnv()
+	e.mustLoad(e.replaceOnce(deployUnixSocket, "/run/apic-auth-proxy/proxy.sock", e.sock))
+
+	fi, err := os.Stat(e.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("%s has mode %v, want a socket of mode 0600", e.sock, fi.Mode())
+	}
+	status, _, body := e.do("GET", "/api/me", nil)
+	if status != http.StatusOK {
+		t.Fatalf("GET /api/me through the socket: %d %s", status, body)
+	}
+	var me struct{ Username string }
+	if err := json.Unmarshal(body, &me); err != nil || me.Username != apicsim.DefaultProviderUsername {
+		t.Fatalf("GET /api/me answered %s", body)
+	}
+}
+
+func TestDeployBasicAuthBeforeAPICAuth(t *testing.T) {
+	e := newTestEnv(t, apicsim.DefaultConfig())
+	e.setAPICEnv()
+	const user, password = "ci", "sidecar-Passw0rd"
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("APIC_PROXY_PASSWORD_HASH", string(hash))
+	text := e.onTestSocket(deployBasicAuth)
+
+	// The adapter puts basic_auth (the authentication handler) first.
+	cfgJSON, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(text), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	authAt := strings.Index(string(cfgJSON), `"handler":"authentication"`)
+	apicAt := strings.Index(string(cfgJSON), `"handler":"apic_auth"`)
+	if authAt < 0 || apicAt < 0 || authAt > apicAt {
+		t.Fatalf("basic_auth does not run before apic_auth: %s", cfgJSON)
+	}
+	e.mustLoad(text)
+
+	for _, c := range []struct{ user, password string }{{"", ""}, {user, "wrong"}} {
+		status, hdr, body := e.doHost(deployHost, "GET", "/api/me", c.user, c.password)
+		if status != http.StatusUnauthorized || !strings.HasPrefix(hdr.Get("WWW-Authenticate"), "Basic ") {
+			t.Fatalf("credentials %q: %d %v %s, want basic_auth's 401", c.user, status, hdr, body)
+		}
+	}
+	if n := e.sim.TokenRequests("", ""); n != 0 {
+		t.Fatalf("%d token requests before any client authenticated", n)
+	}
+	if seen := e.upstreamAuth(); len(seen) != 0 {
+		t.Fatalf("refused requests reached API Manager: %q", seen)
+	}
+
+	status, _, body := e.doHost(deployHost, "GET", "/api/me", user, password)
+	if status != http.StatusOK {
+		t.Fatalf("GET /api/me with the right credentials: %d %s", status, body)
+	}
+	seen := e.upstreamAuth()
+	if len(seen) != 1 || !strings.HasPrefix(seen[0], "Bearer ey") {
+		t.Fatalf("upstream saw Authorization %q, want the proxy's bearer token", seen)
+	}
+	if n := e.sim.TokenRequests("password", "ok"); n != 1 {
+		t.Fatalf("token requests = %d, want 1", n)
+	}
+}
+
+func TestDeployReadOnly(t *testing.T) {
+	e := newTestEnv(t, apicsim.DefaultConfig())
+	e.setAPICEnv()
+	e.mustLoad(e.onTestSocket(deployReadOnly))
+
+	refused := func() {
+		t.Helper()
+		// sign-out would be answered 204 by apic_auth itself, the
+		// rest by API Manager.
+		for _, r := range []struct{ method, path string }{
+			{"POST", "/api/me/sign-out"}, {"POST", "/api/catalogs/org1/sandbox/publish"},
+			{"PUT", "/api/orgs"}, {"PATCH", "/api/orgs"}, {"DELETE", "/api/orgs"},
+		} {
+			status, hdr, body := e.doHost(deployHost, r.method, r.path, "", "")
+			if status != http.StatusMethodNotAllowed || hdr.Get("Allow") != "GET, HEAD" {
+				t.Fatalf("%s %s: %d %v %s, want 405 with Allow", r.method, r.path, status, hdr, body)
+			}
+			if code, msg := apiError(t, body); code != 405 || msg[0] != "This proxy is read-only." {
+				t.Fatalf("%s %s answered %s", r.method, r.path, body)
+			}
+		}
+	}
+	refused()
+	if n := e.sim.TokenRequests("", ""); n != 0 {
+		t.Fatalf("%d token requests for refused writes", n)
+	}
+	if seen := e.upstreamAuth(); len(seen) != 0 {
+		t.Fatalf("writes reached API Manager: %q", seen)
+	}
+
+	for _, path := range []string{"/api/me", "/api/orgs"} {
+		status, _, body := e.doHost(deployHost, "GET", path, "", "")
+		if status != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", path, status, body)
+		}
+	}
+	// HEAD goes through too; the simulator refuses it with its own 405.
+	if status, hdr, _ := e.doHost(deployHost, "HEAD", "/api/me", "", ""); status != http.StatusMethodNotAllowed || hdr.Get("Allow") != "GET" {
+		t.Fatalf("HEAD /api/me: %d %v, want the simulator's answer", status, hdr)
+	}
+	refused()
+	seen := e.upstreamAuth()
+	if len(seen) != 3 || !strings.HasPrefix(seen[0], "Bearer ey") || seen[1] != seen[0] || seen[2] != seen[0] {
+		t.Fatalf("upstream saw Authorization %q, want the two GETs and the HEAD with the bearer token", seen)
+	}
+	if n := e.sim.TokenRequests("", ""); n != 1 {
+		t.Fatalf("token requests = %d, want 1", n)
+	}
+}
