@@ -269,7 +269,10 @@ func (h *Handler) Cleanup() error {
 		return nil
 	}
 	_, err := identities.Delete(h.key)
-	h.key, h.id = "", nil
+	// h.id stays: on a reload Caddy cleans the old config up while its
+	// server still finishes requests, and those must not find it nil. A
+	// session stopped by the last Delete answers them with ErrClosed.
+	h.key = ""
 	return err
 }
 
