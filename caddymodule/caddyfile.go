@@ -23,6 +23,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
 //	apic_auth [<matcher>] {
+//		name           <label for metrics, events and the admin API>
+//		credentials    <toolkit credentials.json: server, client id and secret>
 //		server         <base URL: scheme://host[:port][/prefix]>
 //		realm          <realm, e.g. provider/default-idp-2>
 //		username       <user>
@@ -56,6 +58,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		seen[opt] = true
 		var str *string
 		switch opt {
+		case "name":
+			str = &h.Name
+		case "credentials":
+			str = &h.Credentials
 		case "server":
 			str = &h.Server
 		case "realm":

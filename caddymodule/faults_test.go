@@ -788,7 +788,7 @@ func TestFaultRevokeAllUnderLoad(t *testing.T) {
 	if got := e.sim.TokenRequests("", ""); got != 2 {
 		t.Fatalf("token requests = %d, want 2", got)
 	}
-	if replayed != int64(refused) || again != 0 {
+	if replayed != uint64(refused) || again != 0 {
 		t.Fatalf("API Manager refused %d requests; replays ok %d, refused again %d", refused, replayed, again)
 	}
 }

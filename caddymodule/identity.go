@@ -13,11 +13,12 @@ import (
 	"net/url"
 	"os"
 	"strconv"
-	"sync"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
@@ -33,15 +34,24 @@ var identities = caddy.NewUsagePool()
 // identity is a token session and what it needs.
 type identity struct {
 	name      string
+	grant     string
 	server    string
 	realm     string
 	user      string
 	transport *http.Transport
 	client    *apic.Client
 	sess      *session.Manager
-	logger    atomic.Pointer[zap.Logger]
+	env       atomic.Pointer[provisionEnv]
 	signOut   bool
-	replays   sync.Map // outcome -> *atomic.Int64
+	stats     identityStats
+}
+
+// provisionEnv is what the latest config that uses an identity gave it:
+// the session's hooks log and emit events through it.
+type provisionEnv struct {
+	logger *zap.Logger
+	ctx    caddy.Context
+	events *caddyevents.App
 }
 
 // poolKey is a hash of everything that makes a session: two handlers with
@@ -49,7 +59,7 @@ type identity struct {
 func (c *resolved) poolKey() string {
 	h := sha256.New()
 	parts := []string{
-		c.server, c.creds.Realm, c.creds.Username, c.creds.Password, c.creds.APIKey,
+		c.name, c.server, c.creds.Realm, c.creds.Username, c.creds.Password, c.creds.APIKey,
 		c.creds.ClientID, c.creds.ClientSecret, c.refreshBefore.String(), c.timeout.String(),
 		strconv.FormatBool(c.insecure), strconv.FormatBool(c.signOutOnStop),
 	}
@@ -99,20 +109,16 @@ func newIdentity(c *resolved) (*identity, error) {
 		},
 		Now: now,
 	}
-	id := &identity{server: c.server, realm: c.creds.Realm, user: c.creds.Username, transport: transport, client: client, signOut: c.signOutOnStop}
+	id := &identity{server: c.server, realm: c.creds.Realm, user: c.creds.Username, grant: c.creds.Grant(), transport: transport, client: client, signOut: c.signOutOnStop}
 	if c.creds.APIKey != "" {
 		id.user = "(api key)"
 		id.realm = ""
 	}
-	host := c.server
-	if u, err := url.Parse(c.server); err == nil {
-		host = u.Host
+	id.name = c.name
+	if id.name == "" {
+		id.name = defaultName(c)
 	}
-	id.name = id.user + "@" + host
-	if id.realm != "" {
-		id.name = id.user + " (" + id.realm + ")@" + host
-	}
-	id.logger.Store(zap.NewNop())
+	id.env.Store(&provisionEnv{logger: zap.NewNop()})
 	id.sess = session.New(session.Options{
 		Fetcher:          client,
 		Grant:            c.creds.Grant(),
@@ -126,12 +132,50 @@ func newIdentity(c *resolved) (*identity, error) {
 	return id, nil
 }
 
-// setLogger makes the session log through the latest config's logger.
-func (id *identity) setLogger(l *zap.Logger) { id.logger.Store(l) }
+// defaultName labels an identity by the server's host and the realm (or
+// "api_key"): nothing secret, no user name, no client id.
+func defaultName(c *resolved) string {
+	host := c.server
+	if u, err := url.Parse(c.server); err == nil {
+		host = u.Host + strings.TrimSuffix(u.Path, "/")
+	}
+	if c.creds.APIKey != "" {
+		return host + "/api_key"
+	}
+	return host + "/" + c.creds.Realm
+}
 
-func (id *identity) log() *zap.Logger { return id.logger.Load() }
+// setEnv makes the session log and emit events through the latest config.
+func (id *identity) setEnv(ctx caddy.Context, l *zap.Logger) {
+	env := &provisionEnv{logger: l, ctx: ctx}
+	if app, err := ctx.AppIfConfigured("events"); err == nil { // no subscriber otherwise
+		env.events, _ = app.(*caddyevents.App)
+	}
+	id.env.Store(env)
+}
+
+func (id *identity) log() *zap.Logger { return id.env.Load().logger }
+
+// emit sends a Caddy event, when the events app is configured.
+func (id *identity) emit(name string, data map[string]any) {
+	env := id.env.Load()
+	if env.events == nil {
+		return
+	}
+	data["identity"] = id.name
+	data["server"] = id.server
+	env.events.Emit(env.ctx, name, data)
+}
+
+// Events the identity emits.
+const (
+	EventTokenObtained = "apic_auth_token_obtained"
+	EventTokenFailed   = "apic_auth_token_failed"
+)
 
 func (id *identity) onToken(t *session.Token, took time.Duration) {
+	id.stats.tokenRequest(t.Grant, "ok", took)
+	id.emit(EventTokenObtained, map[string]any{"grant": t.Grant, "expires": t.Expiry, "refresh_at": t.RefreshAt})
 	id.log().Info("obtained API Connect token",
 		zap.String("identity", id.name),
 		zap.String("server", id.server),
@@ -151,14 +195,19 @@ func (id *identity) onFailure(err error, retryAt time.Time, took time.Duration) 
 		zap.Duration("took", took),
 		zap.String("error", err.Error()),
 	}
+	grant, cause, status := id.grant, "unknown", 0
 	var ae *apic.Error
 	if errors.As(err, &ae) {
-		fields = append(fields, zap.String("cause", ae.Kind.String()), zap.Int("status", ae.Status), zap.Strings("server_message", ae.Messages))
+		grant, cause, status = ae.Grant, ae.Kind.String(), ae.Status
+		fields = append(fields, zap.String("cause", cause), zap.Int("status", status), zap.Strings("server_message", ae.Messages))
 	}
+	id.stats.tokenRequest(grant, cause, took)
+	id.emit(EventTokenFailed, map[string]any{"grant": grant, "cause": cause, "status": status, "error": err.Error(), "retry_at": retryAt})
 	id.log().Warn("API Connect token request failed", fields...)
 }
 
 func (id *identity) onRefreshRefused(err error) {
+	id.stats.tokenRequest(apic.GrantRefreshToken, apic.KindRefused.String(), 0)
 	id.log().Info("refresh token refused; logging in again",
 		zap.String("identity", id.name), zap.String("error", err.Error()))
 }
@@ -186,17 +235,11 @@ func (id *identity) Destruct() error {
 }
 
 // countReplay counts a replay by outcome.
-func (id *identity) countReplay(outcome string) {
-	v, _ := id.replays.LoadOrStore(outcome, new(atomic.Int64))
-	v.(*atomic.Int64).Add(1)
-}
+func (id *identity) countReplay(outcome string) { id.stats.count(&id.stats.replays, outcome) }
 
 // replayCount returns how many replays ended with outcome.
-func (id *identity) replayCount(outcome string) int64 {
-	if v, ok := id.replays.Load(outcome); ok {
-		return v.(*atomic.Int64).Load()
-	}
-	return 0
+func (id *identity) replayCount(outcome string) uint64 {
+	return id.stats.get(&id.stats.replays, outcome)
 }
 
 // statusClientClosedRequest is what Caddy reports when the client left.
@@ -210,9 +253,16 @@ func (id *identity) fail(w http.ResponseWriter, r *http.Request, err error) erro
 		return caddyhttp.Error(statusClientClosedRequest, err)
 	}
 	msg := "apic_auth could not obtain an API Connect token: " + err.Error()
-	if errors.Is(err, session.ErrClosed) {
+	cause := "unknown"
+	var ae *apic.Error
+	switch {
+	case errors.Is(err, session.ErrClosed):
 		msg = "apic_auth: the token session is closing with its configuration; retry"
+		cause = "closing"
+	case errors.As(err, &ae):
+		cause = ae.Kind.String()
 	}
+	id.stats.count(&id.stats.failures, cause)
 	var un *session.Unavailable
 	if errors.As(err, &un) && !un.RetryAt.IsZero() {
 		secs := int64(un.RetryAt.Sub(now()).Seconds() + 0.999)
@@ -240,3 +290,9 @@ func writeAPIError(w http.ResponseWriter, status int, msg ...string) {
 
 // Interface guards
 var _ caddy.Destructor = (*identity)(nil)
+
+// isRefusal reports whether err is refused credentials.
+func isRefusal(err error) bool {
+	var ae *apic.Error
+	return errors.As(err, &ae) && ae.Refused()
+}

@@ -36,8 +36,16 @@ var now = time.Now
 // resolved when the config loads; they stay placeholders in the JSON
 // config, so the admin API and autosave.json never hold the secret.
 type Handler struct {
+	// Name labels this identity in metrics, events, logs and the admin
+	// API. Default: the server's host and the realm (or "api_key"), never
+	// a secret, a user name or a client id.
+	Name string `json:"name,omitempty"`
+	// Credentials is a toolkit credentials.json ("Download toolkit" in API
+	// Manager): server, client_id and client_secret come from its toolkit
+	// section unless set here. Default none.
+	Credentials string `json:"credentials,omitempty"`
 	// Server is the platform API's base URL, scheme://host[:port][/prefix];
-	// the token endpoint is <server>/api/token. Required.
+	// the token endpoint is <server>/api/token. Required (or credentials).
 	Server string `json:"server,omitempty"`
 	// Realm of the user's identity provider, such as
 	// provider/default-idp-2 (API Manager) or admin/default-idp-1 (Cloud
@@ -110,6 +118,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // resolved is a Handler's configuration with placeholders resolved. It
 // holds secrets: it is never logged, printed or put in an error.
 type resolved struct {
+	name          string
 	server        string
 	creds         apic.Credentials
 	refreshBefore time.Duration
@@ -155,7 +164,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.id = val.(*identity)
-	h.id.setLogger(h.logger)
+	h.id.setEnv(ctx, h.logger)
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -197,6 +209,25 @@ func (h *Handler) resolve() (*resolved, error) {
 		if *f.dst, err = get(f.name, f.raw); err != nil {
 			return nil, err
 		}
+	}
+	if h.Credentials != "" {
+		path, err := get("credentials", h.Credentials)
+		if err != nil {
+			return nil, err
+		}
+		tk, err := apic.LoadToolkitCredentials(path)
+		if err != nil {
+			return nil, fmt.Errorf("apic_auth: %v", err)
+		}
+		if cfg.server == "" {
+			cfg.server = tk.Server
+		}
+		if cfg.creds.ClientID == "" {
+			cfg.creds.ClientID, cfg.creds.ClientSecret = tk.ClientID, tk.ClientSecret
+		}
+	}
+	if cfg.name, err = get("name", h.Name); err != nil {
+		return nil, err
 	}
 	for i, p := range h.TLSTrustedCACerts {
 		v, err := get(fmt.Sprintf("tls_trusted_ca_certs[%d]", i), p)

@@ -61,10 +61,12 @@ type Options struct {
 	Now func() time.Time
 	// Jitter returns a number in [0, 1). Default math/rand/v2.
 	Jitter func() float64
-	// OnToken is called after each token is obtained.
+	// OnToken is called after each token is obtained, before the callers
+	// waiting for it go on: keep it fast.
 	OnToken func(t *Token, took time.Duration)
 	// OnFailure is called after each failed token request, with the time
-	// before which no new attempt is made.
+	// before which no new attempt is made, before the callers waiting for
+	// it go on: keep it fast.
 	OnFailure func(err error, retryAt time.Time, took time.Duration)
 	// OnRefreshRefused is called when the refresh token is refused and
 	// the primary grant is tried instead.
@@ -289,8 +291,9 @@ func (m *Manager) run(f *flight) {
 	}
 	m.flight = nil
 	m.mu.Unlock()
-	close(f.done)
 
+	// The hooks run before the waiters go on, so that what they log and
+	// count is there by the time a client sees the outcome.
 	if err == nil {
 		if m.opts.OnToken != nil {
 			m.opts.OnToken(f.tok, took)
@@ -298,6 +301,7 @@ func (m *Manager) run(f *flight) {
 	} else if m.opts.OnFailure != nil {
 		m.opts.OnFailure(err, f.retryAt, took)
 	}
+	close(f.done)
 	m.Poke()
 }
 

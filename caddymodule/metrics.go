@@ -1,0 +1,180 @@
+package caddymodule
+
+import (
+	"errors"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// identityStats counts what an identity did. Its counters live as long as
+// the identity, across config reloads; each config's metrics registry
+// reads them at scrape time.
+type identityStats struct {
+	mu            sync.Mutex
+	tokenRequests map[[2]string]uint64 // {grant, outcome}
+	durCount      uint64
+	durSum        float64
+	durBuckets    [len(durationBuckets)]uint64 // not cumulative
+	failures      map[string]uint64            // handler failures by cause
+	replays       map[string]uint64            // replays by outcome
+}
+
+// durationBuckets are the upper bounds of the token request duration
+// histogram, in seconds.
+var durationBuckets = [...]float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+
+func (s *identityStats) tokenRequest(grant, outcome string, took time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tokenRequests == nil {
+		s.tokenRequests = make(map[[2]string]uint64)
+	}
+	s.tokenRequests[[2]string{grant, outcome}]++
+	if took <= 0 {
+		return // a refused refresh: its time is in the login that followed
+	}
+	secs := took.Seconds()
+	s.durCount++
+	s.durSum += secs
+	for i, ub := range durationBuckets {
+		if secs <= ub {
+			s.durBuckets[i]++
+			break
+		}
+	}
+}
+
+func (s *identityStats) count(m *map[string]uint64, key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if *m == nil {
+		*m = make(map[string]uint64)
+	}
+	(*m)[key]++
+}
+
+func (s *identityStats) get(m *map[string]uint64, key string) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return (*m)[key]
+}
+
+// snapshot is a copy of the counters.
+type statsSnapshot struct {
+	TokenRequests map[string]map[string]uint64 `json:"token_requests"` // grant -> outcome -> n
+	Failures      map[string]uint64            `json:"failures"`
+	Replays       map[string]uint64            `json:"replays"`
+	durCount      uint64
+	durSum        float64
+	durBuckets    map[float64]uint64
+}
+
+func (s *identityStats) snapshot() statsSnapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := statsSnapshot{
+		TokenRequests: make(map[string]map[string]uint64),
+		Failures:      make(map[string]uint64),
+		Replays:       make(map[string]uint64),
+		durCount:      s.durCount,
+		durSum:        s.durSum,
+		durBuckets:    make(map[float64]uint64, len(durationBuckets)),
+	}
+	for k, n := range s.tokenRequests {
+		if out.TokenRequests[k[0]] == nil {
+			out.TokenRequests[k[0]] = make(map[string]uint64)
+		}
+		out.TokenRequests[k[0]][k[1]] = n
+	}
+	for k, n := range s.failures {
+		out.Failures[k] = n
+	}
+	for k, n := range s.replays {
+		out.Replays[k] = n
+	}
+	var cum uint64
+	for i, ub := range durationBuckets {
+		cum += s.durBuckets[i]
+		out.durBuckets[ub] = cum
+	}
+	return out
+}
+
+// Metric names: namespace caddy, subsystem apic_auth. The only label that
+// names an identity is its name (see Handler.Name).
+var (
+	descTokenRequests = prometheus.NewDesc("caddy_apic_auth_token_requests_total",
+		"Token requests to API Connect, by identity, grant type and outcome (ok, or the failure's cause).",
+		[]string{"identity", "grant", "outcome"}, nil)
+	descTokenDuration = prometheus.NewDesc("caddy_apic_auth_token_request_duration_seconds",
+		"How long token requests took, by identity.",
+		[]string{"identity"}, nil)
+	descTokenExpiry = prometheus.NewDesc("caddy_apic_auth_token_expiry_seconds",
+		"Seconds until the held token expires, by identity (absent while no token is held).",
+		[]string{"identity"}, nil)
+	descReplays = prometheus.NewDesc("caddy_apic_auth_replays_total",
+		"Requests replayed after API Manager refused the token with 401, by identity and outcome (ok, refused_again, body_too_large, no_token).",
+		[]string{"identity", "outcome"}, nil)
+	descFailures = prometheus.NewDesc("caddy_apic_auth_failures_total",
+		"Requests answered 502 because no token could be had, by identity and cause.",
+		[]string{"identity", "cause"}, nil)
+)
+
+// collector exposes every live identity's counters. Each config load has
+// a registry of its own; the collector reads the identities at scrape
+// time, so counters carry on across reloads.
+type collector struct{}
+
+func (collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descTokenRequests, descTokenDuration, descTokenExpiry, descReplays, descFailures} {
+		ch <- d
+	}
+}
+
+func (collector) Collect(ch chan<- prometheus.Metric) {
+	seen := make(map[string]bool)
+	var ids []*identity
+	identities.Range(func(_, v any) bool {
+		id := v.(*identity)
+		if !seen[id.name] { // two identities of one name: the first counts
+			seen[id.name] = true
+			ids = append(ids, id)
+		}
+		return true
+	})
+	sort.Slice(ids, func(i, j int) bool { return ids[i].name < ids[j].name })
+	for _, id := range ids {
+		st := id.stats.snapshot()
+		for grant, m := range st.TokenRequests {
+			for outcome, n := range m {
+				ch <- prometheus.MustNewConstMetric(descTokenRequests, prometheus.CounterValue, float64(n), id.name, grant, outcome)
+			}
+		}
+		ch <- prometheus.MustNewConstHistogram(descTokenDuration, st.durCount, st.durSum, st.durBuckets, id.name)
+		if t := id.sess.Current(); t != nil {
+			ch <- prometheus.MustNewConstMetric(descTokenExpiry, prometheus.GaugeValue, t.Expiry.Sub(now()).Seconds(), id.name)
+		}
+		for outcome, n := range st.Replays {
+			ch <- prometheus.MustNewConstMetric(descReplays, prometheus.CounterValue, float64(n), id.name, outcome)
+		}
+		for cause, n := range st.Failures {
+			ch <- prometheus.MustNewConstMetric(descFailures, prometheus.CounterValue, float64(n), id.name, cause)
+		}
+	}
+}
+
+// registerMetrics adds the collector to a config's registry, once.
+func registerMetrics(reg *prometheus.Registry) error {
+	if reg == nil {
+		return nil
+	}
+	err := reg.Register(collector{})
+	var already prometheus.AlreadyRegisteredError
+	if err != nil && !errors.As(err, &already) {
+		return err
+	}
+	return nil
+}
