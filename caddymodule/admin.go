@@ -55,6 +55,10 @@ type identityStatus struct {
 	LastError    string        `json:"last_error,omitempty"`
 	RetryAt      *time.Time    `json:"retry_at,omitempty"`
 	Counts       statsSnapshot `json:"counts"`
+	// Waits counts requests that waited for a token after the first one
+	// (the held token had expired or was refused): 0 when refreshing in
+	// time.
+	Waits int `json:"waits"`
 }
 
 func timePtr(t time.Time) *time.Time {
@@ -69,7 +73,7 @@ func (id *identity) status() identityStatus {
 	out := identityStatus{
 		Name: id.name, Server: id.server, Realm: id.realm, User: id.user, Grant: id.grant,
 		LastRefresh: timePtr(st.LastObtained), RetryAt: timePtr(st.RetryAt),
-		Counts: id.stats.snapshot(),
+		Counts: id.stats.snapshot(), Waits: st.Waited,
 	}
 	if st.LastError != nil {
 		out.LastError = st.LastError.Error()

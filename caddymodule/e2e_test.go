@@ -147,6 +147,12 @@ func TestRefreshBeforeExpiryUnderLoad(t *testing.T) {
 	if n := e.sim.APICalls(401); n > 3 {
 		t.Fatalf("API Manager refused %d requests, want none or a rare straggler", n)
 	}
+	// No request waited for a refresh: every wait is a replay's.
+	var waits int
+	identities.Range(func(_, v any) bool { waits += v.(*identity).sess.Status().Waited; return true })
+	if waits > e.sim.APICalls(401) {
+		t.Fatalf("%d requests waited for a token, %d of them not after a refusal", waits, waits-e.sim.APICalls(401))
+	}
 }
 
 func TestRefreshTokenUsedAndFallback(t *testing.T) {

@@ -118,6 +118,9 @@ var (
 	descReplays = prometheus.NewDesc("caddy_apic_auth_replays_total",
 		"Requests replayed after API Manager refused the token with 401, by identity and outcome (ok, refused_again, body_too_large, no_token).",
 		[]string{"identity", "outcome"}, nil)
+	descWaits = prometheus.NewDesc("caddy_apic_auth_token_waits_total",
+		"Requests that waited for a token after the first one, by identity: the held token had expired or was refused. 0 while refreshes come in time.",
+		[]string{"identity"}, nil)
 	descFailures = prometheus.NewDesc("caddy_apic_auth_failures_total",
 		"Requests answered 502 because no token could be had, by identity and cause.",
 		[]string{"identity", "cause"}, nil)
@@ -129,7 +132,7 @@ var (
 type collector struct{}
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descTokenRequests, descTokenDuration, descTokenExpiry, descReplays, descFailures} {
+	for _, d := range []*prometheus.Desc{descTokenRequests, descTokenDuration, descTokenExpiry, descReplays, descWaits, descFailures} {
 		ch <- d
 	}
 }
@@ -160,6 +163,7 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 		for outcome, n := range st.Replays {
 			ch <- prometheus.MustNewConstMetric(descReplays, prometheus.CounterValue, float64(n), id.name, outcome)
 		}
+		ch <- prometheus.MustNewConstMetric(descWaits, prometheus.CounterValue, float64(id.sess.Status().Waited), id.name)
 		for cause, n := range st.Failures {
 			ch <- prometheus.MustNewConstMetric(descFailures, prometheus.CounterValue, float64(n), id.name, cause)
 		}

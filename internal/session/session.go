@@ -230,6 +230,9 @@ func (m *Manager) wait(ctx context.Context, force bool) (*Token, error) {
 		}
 		m.startLocked()
 	}
+	if !force && m.stats.Obtained > 0 {
+		m.stats.Waited++
+	}
 	f := m.flight
 	m.mu.Unlock()
 	select {
@@ -442,8 +445,12 @@ func (m *Manager) Context() context.Context { return m.ctx }
 
 // Stats counts what a Manager did.
 type Stats struct {
-	Obtained     int
-	Failed       int
+	Obtained int
+	Failed   int
+	// Waited counts Get calls that waited on a token request after the
+	// first token: the held one had expired before a refresh replaced it
+	// (or was invalidated after a 401). Refreshing in time keeps it at 0.
+	Waited       int
 	LastObtained time.Time
 	LastFailure  time.Time
 }
