@@ -350,11 +350,13 @@ func (h *Handler) serveReplayable(w http.ResponseWriter, r *http.Request, next c
 		body = &replayBody{rc: r.Body, max: h.replayMax}
 		r.Body = body
 	}
-	rw := newReplayWriter(w, func() bool { return body == nil || !body.exceeded() })
+	rw := getReplayWriter(w, true, body)
 	err := next.ServeHTTP(rw, r)
 	if !rw.held {
+		rw.put()
 		return err
 	}
+	defer rw.put()
 	if body != nil {
 		rest, ok := body.detach()
 		if !ok {
@@ -376,7 +378,8 @@ func (h *Handler) serveReplayable(w http.ResponseWriter, r *http.Request, next c
 	h.id.log().Info("API Manager refused the token before its expiry; replaying with a new one",
 		zap.String("identity", h.id.name), zap.String("method", r.Method), zap.String("path", r.URL.Path))
 	r.Header["Authorization"] = t2.HeaderValues
-	second := newReplayWriter(w, nil)
+	second := getReplayWriter(w, false, nil)
+	defer second.put()
 	err = next.ServeHTTP(second, r)
 	if second.status == http.StatusUnauthorized {
 		h.id.countReplay("refused_again")

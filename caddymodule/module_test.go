@@ -30,6 +30,16 @@ func provision(t *testing.T, h *Handler) error {
 	return h.Provision(ctx)
 }
 
+func provisionB(b *testing.B, h *Handler) error {
+	b.Helper()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	b.Cleanup(func() {
+		_ = h.Cleanup()
+		cancel()
+	})
+	return h.Provision(ctx)
+}
+
 func simHandler(url string) *Handler {
 	return &Handler{
 		Server: url, Realm: apicsim.DefaultProviderRealm,

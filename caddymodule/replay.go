@@ -76,9 +76,10 @@ const maxHeld401Body = 64 << 10
 // and the client sees nothing of it. Until the status is known, headers go
 // to a map of its own, so that a held response leaves no trace.
 type replayWriter struct {
-	w       http.ResponseWriter
-	hdr     http.Header
-	mayHold func() bool
+	w    http.ResponseWriter
+	hdr  http.Header
+	hold bool        // a 401 may be held
+	body *replayBody // nil: no body; a body over its limit forbids holding
 
 	status   int
 	passed   bool
@@ -86,8 +87,33 @@ type replayWriter struct {
 	heldBody []byte
 }
 
-func newReplayWriter(w http.ResponseWriter, mayHold func() bool) *replayWriter {
-	return &replayWriter{w: w, hdr: w.Header().Clone(), mayHold: mayHold}
+// replayWriters are reused: the hot path allocates none.
+var replayWriters = sync.Pool{New: func() any { return &replayWriter{hdr: make(http.Header)} }}
+
+// getReplayWriter wraps w; hold says whether a 401 may be held, as long as
+// body (when not nil) has not outgrown its limit. Give it back with put.
+func getReplayWriter(w http.ResponseWriter, hold bool, body *replayBody) *replayWriter {
+	rw := replayWriters.Get().(*replayWriter)
+	rw.w, rw.hold, rw.body = w, hold, body
+	for k, v := range w.Header() {
+		rw.hdr[k] = v
+	}
+	return rw
+}
+
+// put returns rw to the pool; it must not be used after.
+func (rw *replayWriter) put() {
+	clear(rw.hdr)
+	held := rw.heldBody[:0]
+	if cap(held) > maxHeld401Body {
+		held = nil
+	}
+	*rw = replayWriter{hdr: rw.hdr, heldBody: held}
+	replayWriters.Put(rw)
+}
+
+func (rw *replayWriter) mayHold() bool {
+	return rw.hold && (rw.body == nil || !rw.body.exceeded())
 }
 
 func (rw *replayWriter) Header() http.Header {
@@ -112,7 +138,7 @@ func (rw *replayWriter) WriteHeader(code int) {
 		return
 	}
 	rw.status = code
-	if code == http.StatusUnauthorized && rw.mayHold != nil && rw.mayHold() {
+	if code == http.StatusUnauthorized && rw.mayHold() {
 		rw.held = true
 		return
 	}

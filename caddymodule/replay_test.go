@@ -57,7 +57,7 @@ func TestReplayWriter(t *testing.T) {
 	t.Run("passes others through", func(t *testing.T) {
 		rec := httptest.NewRecorder()
 		rec.Header().Set("Server", "Caddy")
-		rw := newReplayWriter(rec, func() bool { return true })
+		rw := getReplayWriter(rec, true, nil)
 		rw.Header().Set("Content-Type", "application/json")
 		rw.WriteHeader(http.StatusCreated)
 		_, _ = rw.Write([]byte("{}"))
@@ -67,7 +67,7 @@ func TestReplayWriter(t *testing.T) {
 	})
 	t.Run("holds a 401 without trace, then releases it", func(t *testing.T) {
 		rec := httptest.NewRecorder()
-		rw := newReplayWriter(rec, func() bool { return true })
+		rw := getReplayWriter(rec, true, nil)
 		rw.Header().Set("Www-Authenticate", "Bearer")
 		rw.WriteHeader(http.StatusUnauthorized)
 		_, _ = rw.Write([]byte(`{"status":401,"message":["expired"]}`))
@@ -82,7 +82,7 @@ func TestReplayWriter(t *testing.T) {
 	})
 	t.Run("passes a 401 it may not hold", func(t *testing.T) {
 		rec := httptest.NewRecorder()
-		rw := newReplayWriter(rec, func() bool { return false })
+		rw := getReplayWriter(rec, false, nil)
 		rw.WriteHeader(http.StatusUnauthorized)
 		if rw.held || rec.Code != 401 {
 			t.Fatalf("held=%v code=%d", rw.held, rec.Code)
@@ -90,7 +90,7 @@ func TestReplayWriter(t *testing.T) {
 	})
 	t.Run("implicit 200", func(t *testing.T) {
 		rec := httptest.NewRecorder()
-		rw := newReplayWriter(rec, func() bool { return true })
+		rw := getReplayWriter(rec, true, nil)
 		_, _ = rw.Write([]byte("x"))
 		if rec.Code != 200 || rw.status != 200 {
 			t.Fatalf("code %d", rec.Code)

@@ -1,0 +1,55 @@
+package session_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/apic-tools/apic-auth-proxy/internal/session"
+)
+
+// BenchmarkGetParallel is the token lookup every request makes, from
+// every core at once, with a token held: no lock, no allocation.
+func BenchmarkGetParallel(b *testing.B) {
+	clock := newFakeClock()
+	f := newFakeFetcher(clock, 8*time.Hour)
+	m := session.New(session.Options{Fetcher: f, Now: clock.Now})
+	defer m.Close()
+	ctx := context.Background()
+	if _, err := m.Get(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := m.Get(ctx); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkGetParallelRealClock is the same on the real clock.
+func BenchmarkGetParallelRealClock(b *testing.B) {
+	clock := newFakeClock()
+	clock.Set(time.Now()) // the fetcher dates its tokens by it
+	f := newFakeFetcher(clock, 8*time.Hour)
+	m := session.New(session.Options{Fetcher: f})
+	defer m.Close()
+	ctx := context.Background()
+	if _, err := m.Get(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := m.Get(ctx); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
