@@ -30,9 +30,16 @@ func (b *replayBody) Read(p []byte) (int, error) {
 	}
 	n, err := b.rc.Read(p)
 	if n > 0 && !b.over {
-		if int64(len(b.buf)+n) > b.max {
+		switch need := int64(len(b.buf) + n); {
+		case need > b.max:
 			b.over, b.buf = true, nil
-		} else {
+		case need > int64(cap(b.buf)):
+			// Grow by doubling, but never past max: append alone would
+			// leave up to twice max allocated for a body near the limit.
+			grown := make([]byte, len(b.buf), min(max(2*int64(cap(b.buf)), need, 4096), b.max))
+			copy(grown, b.buf)
+			b.buf = append(grown, p[:n]...)
+		default:
 			b.buf = append(b.buf, p[:n]...)
 		}
 	}

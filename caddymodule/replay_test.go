@@ -38,6 +38,18 @@ func TestReplayBody(t *testing.T) {
 		t.Fatalf("replayed %q, %v", all, err)
 	}
 
+	// The buffer never grows past max, however the reads fall.
+	capped := &replayBody{rc: io.NopCloser(strings.NewReader(strings.Repeat("x", 10000))), max: 9000}
+	chunk := make([]byte, 7)
+	for range 9000 / 7 {
+		if _, err := capped.Read(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c := cap(capped.buf); c > 9000 || len(capped.buf) != 9000/7*7 {
+		t.Fatalf("buffer len %d cap %d, want cap <= 9000", len(capped.buf), c)
+	}
+
 	over := &replayBody{rc: io.NopCloser(strings.NewReader(src)), max: 64}
 	if _, err := io.ReadAll(over); err != nil {
 		t.Fatal(err)
