@@ -69,9 +69,9 @@ func TestExpiredTokenRejected(t *testing.T) {
 	t.Run("Config.Now", func(t *testing.T) {
 		s := start(t, func(c *apicsim.Config) { c.TokenTTL = time.Minute })
 		tok := login(t, s.URL, devGrant())
-		s.Clock.Add(59 * time.Second)
+		s.Clock.Advance(59 * time.Second)
 		wantStatus(t, get(t, s.URL+"/api/me", tok), 200)
-		s.Clock.Add(time.Second)
+		s.Clock.Advance(time.Second)
 		wantError(t, get(t, s.URL+"/api/me", tok), 401, "expired")
 	})
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apic"
 	"github.com/apic-tools/apic-auth-proxy/internal/session"
+	"github.com/apic-tools/apic-auth-proxy/internal/testclock"
 )
 
 // TestMain fails the package when any goroutine outlives the tests: every
@@ -26,32 +27,10 @@ const waitFor = 10 * time.Second
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
-// fakeClock is a settable clock, safe for concurrent use.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+// fakeClock is the shared settable clock of the tests.
+type fakeClock = testclock.Clock
 
-func newFakeClock() *fakeClock { return &fakeClock{t: t0} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-// Set moves the clock to t.
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
+func newFakeClock() *fakeClock { return testclock.New(t0) }
 
 // fakeFetcher issues tokens of a fixed lifetime on the fake clock, counts
 // calls, fails on demand and can hold calls until released.
