@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -265,7 +266,7 @@ func (id *identity) fail(w http.ResponseWriter, r *http.Request, err error) erro
 	id.stats.count(&id.stats.failures, cause)
 	var un *session.Unavailable
 	if errors.As(err, &un) && !un.RetryAt.IsZero() {
-		secs := int64(un.RetryAt.Sub(now()).Seconds() + 0.999)
+		secs := int64(math.Ceil(un.RetryAt.Sub(now()).Seconds()))
 		w.Header().Set("Retry-After", strconv.FormatInt(max(secs, 1), 10))
 	}
 	if ce := id.log().Check(zap.DebugLevel, "no token for request"); ce != nil {
@@ -288,11 +289,11 @@ func writeAPIError(w http.ResponseWriter, status int, msg ...string) {
 	_, _ = w.Write(body)
 }
 
-// Interface guards
-var _ caddy.Destructor = (*identity)(nil)
-
 // isRefusal reports whether err is refused credentials.
 func isRefusal(err error) bool {
 	var ae *apic.Error
 	return errors.As(err, &ae) && ae.Refused()
 }
+
+// Interface guards
+var _ caddy.Destructor = (*identity)(nil)
