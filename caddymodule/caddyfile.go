@@ -49,6 +49,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	strs := map[string]*string{
+		"name": &h.Name, "credentials": &h.Credentials, "server": &h.Server,
+		"realm": &h.Realm, "username": &h.Username, "password": &h.Password,
+		"api_key": &h.APIKey, "client_id": &h.ClientID, "client_secret": &h.ClientSecret,
+	}
 	seen := make(map[string]bool)
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
@@ -56,117 +61,80 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("apic_auth: %s is set twice", opt)
 		}
 		seen[opt] = true
-		var str *string
+		args := d.RemainingArgs()
 		switch opt {
-		case "name":
-			str = &h.Name
-		case "credentials":
-			str = &h.Credentials
-		case "server":
-			str = &h.Server
-		case "realm":
-			str = &h.Realm
-		case "username":
-			str = &h.Username
-		case "password":
-			str = &h.Password
-		case "api_key":
-			str = &h.APIKey
-		case "client_id":
-			str = &h.ClientID
-		case "client_secret":
-			str = &h.ClientSecret
-		case "refresh_before", "timeout":
-			if !d.NextArg() {
+		case "tls_trusted_ca_certs":
+			if len(args) == 0 {
 				return d.ArgErr()
 			}
-			dur, err := caddy.ParseDuration(d.Val())
+			h.TLSTrustedCACerts = append(h.TLSTrustedCACerts, args...)
+			continue
+		case "tls_insecure_skip_verify", "pass_sign_out":
+			if len(args) != 0 {
+				return d.ArgErr()
+			}
+			if opt == "pass_sign_out" {
+				h.PassSignOut = true
+			} else {
+				h.TLSInsecureSkipVerify = true
+			}
+			continue
+		}
+		// Every other option takes exactly one value.
+		if _, known := strs[opt]; !known && !oneValueOptions[opt] {
+			return d.Errf("apic_auth: unknown subdirective %q", opt)
+		}
+		if len(args) != 1 {
+			return d.ArgErr()
+		}
+		val := args[0]
+		if dst, ok := strs[opt]; ok {
+			*dst = val
+			continue
+		}
+		switch opt {
+		case "refresh_before", "timeout":
+			dur, err := caddy.ParseDuration(val)
 			if err != nil || dur <= 0 {
-				return d.Errf("apic_auth: %s: want a positive duration such as 30m, got %q", opt, d.Val())
+				return d.Errf("apic_auth: %s: want a positive duration such as 30m, got %q", opt, val)
 			}
 			if opt == "timeout" {
 				h.Timeout = caddy.Duration(dur)
 			} else {
 				h.RefreshBefore = caddy.Duration(dur)
 			}
-			if d.NextArg() {
-				return d.ArgErr()
-			}
 		case "replay_max_body":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			if d.Val() == "off" {
+			if val == "off" {
 				h.ReplayMaxBody = -1
-			} else {
-				size, err := humanize.ParseBytes(d.Val())
-				if err != nil || size == 0 || size > 1<<40 {
-					return d.Errf("apic_auth: replay_max_body: want a size such as 4MiB, or off, got %q", d.Val())
-				}
-				h.ReplayMaxBody = int64(size)
+				break
 			}
-			if d.NextArg() {
-				return d.ArgErr()
+			size, err := humanize.ParseBytes(val)
+			if err != nil || size == 0 || size > 1<<40 {
+				return d.Errf("apic_auth: replay_max_body: want a size such as 4MiB, or off, got %q", val)
 			}
+			h.ReplayMaxBody = int64(size)
 		case "client_authorization":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			switch d.Val() {
+			switch val {
 			case ClientAuthOverwrite, ClientAuthKeep, ClientAuthReject:
-				h.ClientAuthorization = d.Val()
+				h.ClientAuthorization = val
 			default:
-				return d.Errf("apic_auth: client_authorization: want overwrite, keep or reject, got %q", d.Val())
+				return d.Errf("apic_auth: client_authorization: want overwrite, keep or reject, got %q", val)
 			}
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-		case "pass_sign_out":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			h.PassSignOut = true
 		case "sign_out_on_stop":
-			if !d.NextArg() {
-				return d.ArgErr()
+			if val != "on" && val != "off" {
+				return d.Errf("apic_auth: sign_out_on_stop: want on or off, got %q", val)
 			}
-			var on bool
-			switch d.Val() {
-			case "on":
-				on = true
-			case "off":
-			default:
-				return d.Errf("apic_auth: sign_out_on_stop: want on or off, got %q", d.Val())
-			}
+			on := val == "on"
 			h.SignOutOnStop = &on
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-		case "tls_insecure_skip_verify":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			h.TLSInsecureSkipVerify = true
-		case "tls_trusted_ca_certs":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.ArgErr()
-			}
-			h.TLSTrustedCACerts = append(h.TLSTrustedCACerts, args...)
-		default:
-			return d.Errf("apic_auth: unknown subdirective %q", opt)
-		}
-		if str != nil {
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			*str = d.Val()
-			if d.NextArg() {
-				return d.ArgErr()
-			}
 		}
 	}
 	return nil
+}
+
+// oneValueOptions are the options other than strings that take one value.
+var oneValueOptions = map[string]bool{
+	"refresh_before": true, "timeout": true, "replay_max_body": true,
+	"client_authorization": true, "sign_out_on_stop": true,
 }
 
 // Interface guard
