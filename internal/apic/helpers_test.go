@@ -16,6 +16,7 @@ import (
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apic"
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim/simtest"
 	"github.com/apic-tools/apic-auth-proxy/internal/testclock"
 )
 
@@ -38,19 +39,8 @@ type simEnv struct {
 
 func startSim(t *testing.T, changes ...func(*apicsim.Config)) *simEnv {
 	t.Helper()
-	clock := newFakeClock()
-	cfg := apicsim.DefaultConfig()
-	cfg.Now = clock.Now
-	for _, c := range changes {
-		c(&cfg)
-	}
-	sim, err := apicsim.New(cfg)
-	if err != nil {
-		t.Fatalf("apicsim.New: %v", err)
-	}
-	ts := httptest.NewServer(sim)
-	t.Cleanup(ts.Close)
-	return &simEnv{sim: sim, ts: ts, clock: clock}
+	e := simtest.Start(t, newFakeClock(), changes...)
+	return &simEnv{sim: e.Sim, ts: e.TS, clock: e.Clock}
 }
 
 // client returns a Client of the simulator with the given credentials.

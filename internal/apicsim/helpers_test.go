@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim/simtest"
 	"github.com/apic-tools/apic-auth-proxy/internal/testclock"
 )
 
@@ -38,19 +39,8 @@ type simEnv struct {
 // changes to the config. The server is closed when the test ends.
 func start(t *testing.T, changes ...func(*apicsim.Config)) *simEnv {
 	t.Helper()
-	clock := newFakeClock()
-	cfg := apicsim.DefaultConfig()
-	cfg.Now = clock.Now
-	for _, c := range changes {
-		c(&cfg)
-	}
-	sim, err := apicsim.New(cfg)
-	if err != nil {
-		t.Fatalf("apicsim.New: %v", err)
-	}
-	ts := httptest.NewServer(sim)
-	t.Cleanup(ts.Close)
-	return &simEnv{Server: sim, URL: ts.URL, Clock: clock, TS: ts}
+	e := simtest.Start(t, newFakeClock(), changes...)
+	return &simEnv{Server: e.Sim, URL: e.TS.URL, Clock: e.Clock, TS: e.TS}
 }
 
 // response is a fully read HTTP response.

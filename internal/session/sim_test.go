@@ -13,6 +13,7 @@ import (
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apic"
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim/simtest"
 	"github.com/apic-tools/apic-auth-proxy/internal/session"
 )
 
@@ -26,19 +27,9 @@ type simEnv struct {
 
 func startSim(t *testing.T, changes ...func(*apicsim.Config)) *simEnv {
 	t.Helper()
-	clock := newFakeClock()
-	cfg := apicsim.DefaultConfig()
-	cfg.Now = clock.Now
-	for _, c := range changes {
-		c(&cfg)
-	}
-	sim, err := apicsim.New(cfg)
-	if err != nil {
-		t.Fatalf("apicsim.New: %v", err)
-	}
-	ts := httptest.NewServer(sim)
-	t.Cleanup(ts.Close) // after the Manager's Close, registered later
-	return &simEnv{sim: sim, ts: ts, clock: clock}
+	// Its server closes after the Manager's Close, registered later.
+	e := simtest.Start(t, newFakeClock(), changes...)
+	return &simEnv{sim: e.Sim, ts: e.TS, clock: e.Clock}
 }
 
 // client is a token client of the simulator for the developer user with
