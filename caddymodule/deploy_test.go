@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -19,96 +20,22 @@ import (
 // the APIC_* variables for the simulator and move the listener to the test's
 // unix socket; everything else runs as written.
 
-// deployUnixSocket serves on a unix socket only its owner can connect to.
-const deployUnixSocket = `{
-	admin off
-	persist_config off
-}
-
-http:// {
-	# Only the user Caddy runs as can connect: no TCP port at all.
-	bind unix//run/apic-auth-proxy/proxy.sock|0600
-
-	apic_auth {
-		server        {env.APIC_SERVER}
-		realm         {env.APIC_REALM}
-		username      {env.APIC_USERNAME}
-		password      {env.APIC_PASSWORD}
-		client_id     {env.APIC_CLIENT_ID}
-		client_secret {env.APIC_CLIENT_SECRET}
+// readmeCaddyfile returns the Caddyfile block of README that holds
+// marker: the deployment configurations are tested as README shows them.
+func readmeCaddyfile(t *testing.T, marker string) string {
+	t.Helper()
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
 	}
-
-	reverse_proxy {$APIC_SERVER} {
-		header_up Host {upstream_hostport}
-	}
-}
-`
-
-// deployBasicAuth asks the clients of a shared sidecar for a password
-// before any of them acts as the API Connect user.
-const deployBasicAuth = `{
-	admin off
-	persist_config off
-}
-
-http://127.0.0.1:9080 {
-	bind 127.0.0.1
-
-	# Runs before apic_auth (Caddy orders basic_auth first). The hash comes
-	# from: apic-auth-proxy hash-password
-	basic_auth {
-		ci {env.APIC_PROXY_PASSWORD_HASH}
-	}
-
-	# The client's Basic header is replaced by the bearer token
-	# (client_authorization overwrite, the default).
-	apic_auth {
-		server        {env.APIC_SERVER}
-		realm         {env.APIC_REALM}
-		username      {env.APIC_USERNAME}
-		password      {env.APIC_PASSWORD}
-		client_id     {env.APIC_CLIENT_ID}
-		client_secret {env.APIC_CLIENT_SECRET}
-	}
-
-	reverse_proxy {$APIC_SERVER} {
-		header_up Host {upstream_hostport}
-	}
-}
-`
-
-// deployReadOnly lets only reads through to API Manager.
-const deployReadOnly = `{
-	admin off
-	persist_config off
-}
-
-http://127.0.0.1:9080 {
-	bind 127.0.0.1
-
-	# Anything but a read is answered here, before a token is even fetched.
-	@write not method GET HEAD
-	handle @write {
-		header Allow "GET, HEAD"
-		header Content-Type application/json
-		respond ` + "`" + `{"status":405,"message":["This proxy is read-only."]}` + "`" + ` 405
-	}
-
-	handle {
-		apic_auth {
-			server        {env.APIC_SERVER}
-			realm         {env.APIC_REALM}
-			username      {env.APIC_USERNAME}
-			password      {env.APIC_PASSWORD}
-			client_id     {env.APIC_CLIENT_ID}
-			client_secret {env.APIC_CLIENT_SECRET}
-		}
-		reverse_proxy {$APIC_SERVER} {
-			header_up Host {upstream_hostport}
+	for _, m := range regexp.MustCompile("(?s)```caddyfile\n(.*?)```").FindAllSubmatch(readme, -1) {
+		if strings.Contains(string(m[1]), marker) {
+			return string(m[1])
 		}
 	}
+	t.Fatalf("README has no caddyfile block with %q", marker)
+	return ""
 }
-`
 
 // setAPICEnv sets the variables the deployment Caddyfiles read, for the
 // simulator's developer user.
@@ -177,7 +104,7 @@ func (e *testEnv) upstreamAuth() []string {
 func TestDeployUnixSocketMode0600(t *testing.T) {
 	e := newTestEnv(t, apicsim.DefaultConfig())
 	e.setAPICEnv()
-	e.mustLoad(e.replaceOnce(deployUnixSocket, "/run/apic-auth-proxy/proxy.sock", e.sock))
+	e.mustLoad(e.replaceOnce(readmeCaddyfile(t, "proxy.sock|0600"), "/run/apic-auth-proxy/proxy.sock", e.sock))
 
 	fi, err := os.Stat(e.sock)
 	if err != nil {
@@ -205,7 +132,7 @@ func TestDeployBasicAuthBeforeAPICAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("APIC_PROXY_PASSWORD_HASH", string(hash))
-	text := e.onTestSocket(deployBasicAuth)
+	text := e.onTestSocket(readmeCaddyfile(t, "basic_auth {"))
 
 	// The adapter puts basic_auth (the authentication handler) first.
 	cfgJSON, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(text), nil)
@@ -248,7 +175,7 @@ func TestDeployBasicAuthBeforeAPICAuth(t *testing.T) {
 func TestDeployReadOnly(t *testing.T) {
 	e := newTestEnv(t, apicsim.DefaultConfig())
 	e.setAPICEnv()
-	e.mustLoad(e.onTestSocket(deployReadOnly))
+	e.mustLoad(e.onTestSocket(readmeCaddyfile(t, "@write not method GET HEAD")))
 
 	refused := func() {
 		t.Helper()
