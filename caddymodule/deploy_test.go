@@ -16,12 +16,10 @@ import (
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
 )
 
-// The safe-deployment Caddyfiles of the README, verbatim. The tests set
-// the APIC_* variables for the simulator and move the listener to the test's
-// unix socket; everything else runs as written.
-
 // readmeCaddyfile returns the Caddyfile block of README that holds
-// marker: the deployment configurations are tested as README shows them.
+// marker: the safe-deployment configurations are tested as README shows
+// them. The tests set the APIC_* variables for the simulator and move the
+// listener to the test's unix socket; everything else runs as written.
 func readmeCaddyfile(t *testing.T, marker string) string {
 	t.Helper()
 	readme, err := os.ReadFile("../README.md")

@@ -84,12 +84,7 @@ func TestColdStartConcurrentRequestsShareOneToken(t *testing.T) {
 
 func TestRefreshBeforeExpiryUnderLoad(t *testing.T) {
 	setSecrets(t)
-	clock := newFakeClock()
-	useClock(t, clock)
-	cfg := apicsim.DefaultConfig()
-	cfg.Now = clock.Now
-	cfg.TokenTTL = 100 * time.Second
-	e := newTestEnv(t, cfg)
+	e, clock := newClockedEnv(t, func(cfg *apicsim.Config) { cfg.TokenTTL = 100 * time.Second })
 	e.mustLoad(e.caddyfile(e.authBlock()))
 
 	// Eight clients send requests back to back while the clock moves on
@@ -169,12 +164,7 @@ func TestRefreshBeforeExpiryUnderLoad(t *testing.T) {
 
 func TestRefreshTokenUsedAndFallback(t *testing.T) {
 	setSecrets(t)
-	clock := newFakeClock()
-	useClock(t, clock)
-	cfg := apicsim.DefaultConfig()
-	cfg.Now = clock.Now
-	cfg.RefreshTokens = true
-	e := newTestEnv(t, cfg)
+	e, clock := newClockedEnv(t, func(cfg *apicsim.Config) { cfg.RefreshTokens = true })
 	e.mustLoad(e.caddyfile(e.authBlock()))
 
 	mustOK := func() {
@@ -210,11 +200,7 @@ func TestRefreshTokenUsedAndFallback(t *testing.T) {
 func TestWrongPasswordCoolsDown(t *testing.T) {
 	t.Setenv("TEST_APIC_PASSWORD", "not-the-password")
 	t.Setenv("TEST_APIC_CLIENT_SECRET", apicsim.DefaultClientSecret)
-	clock := newFakeClock()
-	useClock(t, clock)
-	cfg := apicsim.DefaultConfig()
-	cfg.Now = clock.Now
-	e := newTestEnv(t, cfg)
+	e, clock := newClockedEnv(t, nil)
 	e.mustLoad(e.caddyfile(e.authBlock()))
 
 	// Ten simulated minutes of steady load: a request every second.
@@ -244,12 +230,7 @@ func TestWrongPasswordCoolsDown(t *testing.T) {
 
 func TestBackoffKeepsServingValidToken(t *testing.T) {
 	setSecrets(t)
-	clock := newFakeClock()
-	useClock(t, clock)
-	cfg := apicsim.DefaultConfig()
-	cfg.Now = clock.Now
-	cfg.TokenTTL = 1000 * time.Second
-	e := newTestEnv(t, cfg)
+	e, clock := newClockedEnv(t, func(cfg *apicsim.Config) { cfg.TokenTTL = 1000 * time.Second })
 	e.mustLoad(e.caddyfile(e.authBlock()))
 	if status, _, _ := e.do("GET", "/api/me", nil); status != 200 {
 		t.Fatal(status)

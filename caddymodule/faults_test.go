@@ -151,14 +151,8 @@ func fltEnv(t *testing.T, mod func(*apicsim.Config)) (*testEnv, *fakeClock) {
 	t.Helper()
 	fltCheckLeaks(t)
 	setSecrets(t)
-	clock := newFakeClock()
-	useClock(t, clock)
-	cfg := apicsim.DefaultConfig()
-	cfg.Now = clock.Now
-	if mod != nil {
-		mod(&cfg)
-	}
-	return fltNewEnv(t, cfg), clock
+	fltPanics.Store(0)
+	return newClockedEnv(t, mod)
 }
 
 // fltNewEnv is newTestEnv with the panic count zeroed.

@@ -40,6 +40,21 @@ func useClock(t *testing.T, c *fakeClock) {
 	t.Cleanup(func() { now = old })
 }
 
+// newClockedEnv is newTestEnv with a fake clock shared by the simulator
+// and the sessions created from now on; mod, when not nil, changes the
+// simulator's config.
+func newClockedEnv(t *testing.T, mod func(*apicsim.Config)) (*testEnv, *fakeClock) {
+	t.Helper()
+	clock := newFakeClock()
+	useClock(t, clock)
+	cfg := apicsim.DefaultConfig()
+	cfg.Now = clock.Now
+	if mod != nil {
+		mod(&cfg)
+	}
+	return newTestEnv(t, cfg), clock
+}
+
 // testEnv is a simulator on a loopback port and a real Caddy in this
 // process in front of it, listening on a unix socket.
 type testEnv struct {
