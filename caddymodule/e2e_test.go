@@ -3,12 +3,13 @@ package caddymodule
 import (
 	"encoding/json"
 	"net/http"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
 )
@@ -85,7 +86,21 @@ func TestColdStartConcurrentRequestsShareOneToken(t *testing.T) {
 func TestRefreshBeforeExpiryUnderLoad(t *testing.T) {
 	setSecrets(t)
 	e, clock := newClockedEnv(t, func(cfg *apicsim.Config) { cfg.TokenTTL = 100 * time.Second })
-	e.mustLoad(e.caddyfile(e.authBlock()))
+	events := e.loadForwardingEvents(e.caddyfile(e.authBlock()))
+	if status, _, body := e.do("GET", "/api/me", nil); status != 200 {
+		t.Fatalf("first request: %d %s", status, body)
+	}
+	// refreshAt is the latest token's refresh time, from its event.
+	var refreshAt time.Time
+	take := func(ev caddy.Event) {
+		if ev.Name() != EventTokenObtained {
+			t.Fatalf("event %s: %v", ev.Name(), ev.Data)
+		}
+		if at := ev.Data["refresh_at"].(time.Time); at.After(refreshAt) {
+			refreshAt = at
+		}
+	}
+	take(<-events)
 
 	// Eight clients send requests back to back while the clock moves on
 	// 2 s at a time through ten token lifetimes.
@@ -120,22 +135,34 @@ func TestRefreshBeforeExpiryUnderLoad(t *testing.T) {
 			}
 		}()
 	}
-	var id *identity
-	identities.Range(func(_, v any) bool { id = v.(*identity); return false })
 	for range 500 {
 		clock.Advance(2 * time.Second)
 		// Let requests through at each step.
 		if status, _, body := e.do("GET", "/api/me", nil); status != 200 {
 			t.Fatalf("request at %s: %d %s", clock.Now(), status, body)
 		}
-		// A refresh takes real time (an RSA signature under the race
-		// detector); the fake clock waits for it rather than outrun it.
-		deadline := time.Now().Add(10 * time.Second)
-		for id.sess.Status().Fetching {
-			if time.Now().After(deadline) {
-				t.Fatal("a token request did not end in 10 s")
+		for drained := false; !drained; {
+			select {
+			case ev := <-events:
+				take(ev)
+			default:
+				drained = true
 			}
-			runtime.Gosched()
+		}
+		// A refresh is due: it takes real time (an RSA signature under
+		// the race detector), and the fake clock waits for its token
+		// rather than outrun it.
+		if !clock.Now().Before(refreshAt) {
+			bound := time.NewTimer(10 * time.Second)
+			for !clock.Now().Before(refreshAt) {
+				select {
+				case ev := <-events:
+					take(ev)
+				case <-bound.C:
+					t.Fatalf("no token within 10 s of its refresh time %s", refreshAt)
+				}
+			}
+			bound.Stop()
 		}
 	}
 	close(stop)

@@ -18,7 +18,6 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -27,7 +26,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -35,7 +33,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -606,19 +603,52 @@ func TestFaultExpiresInFallsBackToJWTExp(t *testing.T) {
 	}
 }
 
-// fltLoadDuration is the length of the load tests:
-// APIC_REVOKE_LOAD_SECONDS, 3 s by default.
-func fltLoadDuration(t *testing.T) time.Duration {
+// fltLoadRequests is how many answers the load tests wait for before
+// and after their fault: APIC_REVOKE_LOAD_REQUESTS, 2000 by default.
+func fltLoadRequests(t *testing.T) int {
 	t.Helper()
-	v := os.Getenv("APIC_REVOKE_LOAD_SECONDS")
+	v := os.Getenv("APIC_REVOKE_LOAD_REQUESTS")
 	if v == "" {
-		return 3 * time.Second
+		return 2000
 	}
-	secs, err := strconv.ParseFloat(v, 64)
-	if err != nil || secs <= 0 {
-		t.Fatalf("APIC_REVOKE_LOAD_SECONDS=%q: want a positive number of seconds", v)
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		t.Fatalf("APIC_REVOKE_LOAD_REQUESTS=%q: want a positive number of requests", v)
 	}
-	return time.Duration(secs * float64(time.Second))
+	return n
+}
+
+// fltCountdown closes a channel once it has been counted down n times.
+type fltCountdown struct {
+	left atomic.Int64
+	done chan struct{}
+}
+
+func newFltCountdown(n int) *fltCountdown {
+	c := &fltCountdown{done: make(chan struct{})}
+	c.left.Store(int64(n))
+	return c
+}
+
+func (c *fltCountdown) count() {
+	if c.left.Add(-1) == 0 {
+		close(c.done)
+	}
+}
+
+// fltAwait waits for ch to close. The bound only ends a broken test: it
+// then stops the load (stop and wait) and fails.
+func fltAwait(t *testing.T, ch <-chan struct{}, what string, stop chan struct{}, wait func()) {
+	t.Helper()
+	timer := time.NewTimer(time.Minute)
+	defer timer.Stop()
+	select {
+	case <-ch:
+	case <-timer.C:
+		close(stop)
+		wait()
+		t.Fatalf("no %s within a minute", what)
+	}
 }
 
 // fltLoadResult counts what the load clients saw.
@@ -628,26 +658,13 @@ type fltLoadResult struct {
 	byStatus map[int]int
 	publish  int
 	sample   map[int]string // a body of each non-2xx status
-	// dropped counts requests that got no answer at all because the
-	// server closed a new connection after reading the request (see
-	// fltLoad); each was sent again.
-	dropped int
 }
 
 // fltLoad runs workers clients, each sending requests back to back (GET
 // /api/me, GET /api/orgs, and, when publish is set, a small publish) until
-// stop is closed. The returned function waits for them to end.
-//
-// With tolerateDrops, a GET that gets no answer because the server closed
-// the new connection it came on (EOF or reset on a connection that was not
-// reused) is counted as dropped and sent again. That is net/http's
-// http.Server during Shutdown, which closes a connection whose first
-// request it read once shutting down; in a reload, Caddy shuts the old
-// server down while the new one already accepts on the same socket. It
-// happens with Caddy's own handlers alone (respond), and Go's client
-// re-sends such a GET by itself only on a reused connection. Any other
+// stop is closed. The returned function waits for them to end. Every
 // transport error fails the test.
-func fltLoad(t *testing.T, e *testEnv, workers int, publish, tolerateDrops bool, stop <-chan struct{}, onResponse func(http.Header)) (*fltLoadResult, func()) {
+func fltLoad(t *testing.T, e *testEnv, workers int, publish bool, stop <-chan struct{}, onResponse func(http.Header)) (*fltLoadResult, func()) {
 	t.Helper()
 	res := &fltLoadResult{byStatus: map[int]int{}, sample: map[int]string{}}
 	var body []byte
@@ -678,23 +695,10 @@ func fltLoad(t *testing.T, e *testEnv, workers int, publish, tolerateDrops bool,
 					req, _ = http.NewRequest(http.MethodPost, "http://localhost/api/catalogs/localtest/sandbox/publish", bytes.NewReader(body))
 					req.Header.Set("Content-Type", ctype)
 				}
-				var reused atomic.Bool
-				req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
-					GotConn: func(ci httptrace.GotConnInfo) { reused.Store(ci.Reused) },
-				}))
 				status, hdr, resp, err := fltSend(e, req)
 				if err != nil {
-					dropped := tolerateDrops && !isPublish && !reused.Load() &&
-						(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET))
-					if !dropped {
-						t.Errorf("load request %s %s: %v", req.Method, req.URL.Path, err)
-						return
-					}
-					res.mu.Lock()
-					res.dropped++
-					res.mu.Unlock()
-					i-- // the same request again
-					continue
+					t.Errorf("load request %s %s: %v", req.Method, req.URL.Path, err)
+					return
 				}
 				if isPublish && status == http.StatusCreated {
 					var got struct {
@@ -749,17 +753,25 @@ func TestFaultRevokeAllUnderLoad(t *testing.T) {
 	}
 	id := fltSession(t, e.simSrv.URL)
 
-	d := fltLoadDuration(t)
+	// The revocation comes after n answers, and the load ends n answers
+	// after it.
+	n := fltLoadRequests(t)
+	var phase atomic.Pointer[fltCountdown]
+	beforeRevoke, afterRevoke := newFltCountdown(n), newFltCountdown(n)
+	phase.Store(beforeRevoke)
 	stop := make(chan struct{})
-	res, wait := fltLoad(t, e, 8, true, false, stop, nil)
-	<-time.After(d / 2)
+	start := time.Now()
+	res, wait := fltLoad(t, e, 8, true, stop, func(http.Header) { phase.Load().count() })
+	fltAwait(t, beforeRevoke.done, "answers before the revocation", stop, wait)
 	res.mu.Lock()
 	before := res.total
 	res.mu.Unlock()
+	phase.Store(afterRevoke)
 	e.sim.RevokeAll()
-	<-time.After(d - d/2)
+	fltAwait(t, afterRevoke.done, "answers after the revocation", stop, wait)
 	close(stop)
 	wait()
+	d := time.Since(start).Round(time.Millisecond)
 	fltStop(e)
 
 	bad, unauthorized := res.non2xx()
@@ -902,7 +914,7 @@ func TestFaultReloadUnderLoad(t *testing.T) {
 		}
 	}
 	stop := make(chan struct{})
-	res, wait := fltLoad(t, e, 16, false, true, stop, onResponse)
+	res, wait := fltLoad(t, e, 16, false, stop, onResponse)
 	start := time.Now()
 	for gen := 0; gen <= reloads; gen++ {
 		if gen > 0 {
@@ -913,13 +925,7 @@ func TestFaultReloadUnderLoad(t *testing.T) {
 			}
 		}
 		// Wait until the clients are served by this generation.
-		select {
-		case <-seen[gen]:
-		case <-time.After(20 * time.Second):
-			close(stop)
-			wait()
-			t.Fatalf("no response of config generation %d within 20 s", gen)
-		}
+		fltAwait(t, seen[gen], fmt.Sprintf("response of config generation %d", gen), stop, wait)
 	}
 	close(stop)
 	wait()
@@ -927,8 +933,8 @@ func TestFaultReloadUnderLoad(t *testing.T) {
 	fltStop(e)
 
 	bad, _ := res.non2xx()
-	t.Logf("fault=reload_under_load status=200 token_requests=%d reloads=%d requests=%d by_status=%v dropped_by_server_shutdown_and_resent=%d took=%s",
-		e.sim.TokenRequests("", ""), reloads, res.total, res.byStatus, res.dropped, took.Round(time.Millisecond))
+	t.Logf("fault=reload_under_load status=200 token_requests=%d reloads=%d requests=%d by_status=%v took=%s",
+		e.sim.TokenRequests("", ""), reloads, res.total, res.byStatus, took.Round(time.Millisecond))
 	if bad != 0 || res.byStatus[http.StatusOK] != res.total {
 		t.Fatalf("clients saw failures across reloads: %v of %d; samples %v", res.byStatus, res.total, res.sample)
 	}

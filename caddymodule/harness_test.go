@@ -1,8 +1,10 @@
 package caddymodule
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -67,6 +69,11 @@ type testEnv struct {
 
 	mu       sync.Mutex
 	seenAuth []string // Authorization headers that reached the simulator
+
+	// gate and sentinel hand the client over from one config's server to
+	// the next; see load.
+	gate     sync.RWMutex
+	sentinel net.Conn
 }
 
 func newTestEnv(t *testing.T, cfg apicsim.Config) *testEnv {
@@ -94,15 +101,54 @@ func newTestEnv(t *testing.T, cfg apicsim.Config) *testEnv {
 	e.sock = filepath.Join(dir, "proxy.sock")
 	e.logFile = filepath.Join(dir, "caddy.log")
 	transport := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", e.sock)
-		},
+		DialContext:         e.dial,
 		MaxIdleConnsPerHost: 200,
+		// A connection dialed for a request that another connection
+		// served sits idle, holding the gate, until it is used or
+		// closed: closing idle connections soon bounds a reload's wait.
+		IdleConnTimeout: 500 * time.Millisecond,
 	}
 	e.client = &http.Client{Transport: transport, Timeout: 30 * time.Second}
 	t.Cleanup(transport.CloseIdleConnections)
+	t.Cleanup(func() {
+		if e.sentinel != nil {
+			e.sentinel.Close()
+		}
+	})
 	return e
+}
+
+// dial connects the test client to the proxy. A new connection holds the
+// gate (read side) until its first answer arrives or it closes, so that a
+// reload (which takes the write side) never starts while a server may
+// still have to read a new connection's first request; see load.
+func (e *testEnv) dial(ctx context.Context, _, _ string) (net.Conn, error) {
+	e.gate.RLock()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", e.sock)
+	if err != nil {
+		e.gate.RUnlock()
+		return nil, err
+	}
+	return &gatedConn{Conn: c, release: sync.OnceFunc(e.gate.RUnlock)}, nil
+}
+
+// gatedConn releases its hold on the gate at its first read (the server
+// has read the request and answered, or closed) or at its close.
+type gatedConn struct {
+	net.Conn
+	release func()
+}
+
+func (c *gatedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.release()
+	return n, err
+}
+
+func (c *gatedConn) Close() error {
+	c.release()
+	return c.Conn.Close()
 }
 
 // authBlock is an apic_auth block for the simulator's developer user,
@@ -146,10 +192,66 @@ func (e *testEnv) load(caddyfileText string) error {
 	if err != nil {
 		return err
 	}
+	return e.loadJSON(cfgJSON)
+}
+
+// loadJSON runs a JSON config, and returns once the previous config's
+// server (if any) has stopped accepting connections.
+//
+// In a reload Caddy starts the new server on the same socket, then shuts
+// the old one down with net/http's Server.Shutdown, which closes a
+// connection whose request it reads once shutting down without answering
+// it. A connection that the old server accepted just before its listener
+// closed thus gets EOF, with any handler (a plain reverse_proxy or respond
+// too), and a client resends a GET by itself only on a reused connection.
+// So the test client does not dial while a reload hands over: the gate
+// waits for every new connection's first answer, and the old server's
+// closing of an idle sentinel connection (it closes idle connections only
+// after its accept loop has ended) marks the end of the hand-over.
+func (e *testEnv) loadJSON(cfgJSON []byte) error {
+	e.t.Helper()
+	e.gate.Lock()
+	defer e.gate.Unlock()
 	if err := caddy.Load(cfgJSON, true); err != nil {
 		return err
 	}
 	e.t.Cleanup(func() { _ = caddy.Stop() })
+	if old := e.sentinel; old != nil {
+		e.sentinel = nil
+		// The old server closes it; a deadline bounds a broken reload.
+		_ = old.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, err := old.Read(make([]byte, 1))
+		old.Close()
+		if !errors.Is(err, io.EOF) {
+			return fmt.Errorf("the previous server did not close its idle connection after the reload: %v", err)
+		}
+	}
+	return e.openSentinel()
+}
+
+// openSentinel opens an idle connection to the running server: one
+// "OPTIONS *" request (answered by net/http itself, no handler sees it),
+// then nothing.
+func (e *testEnv) openSentinel() error {
+	c, err := net.Dial("unix", e.sock)
+	if err != nil {
+		return fmt.Errorf("sentinel connection: %v", err)
+	}
+	if _, err := io.WriteString(c, "OPTIONS * HTTP/1.1\r\nHost: localhost\r\n\r\n"); err != nil {
+		c.Close()
+		return fmt.Errorf("sentinel connection: %v", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		c.Close()
+		return fmt.Errorf("sentinel connection: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		c.Close()
+		return fmt.Errorf("sentinel connection: OPTIONS * answered %d", resp.StatusCode)
+	}
+	e.sentinel = c
 	return nil
 }
 

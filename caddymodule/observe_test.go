@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
@@ -176,16 +177,62 @@ func TestMetricsCountFailuresAndReplays(t *testing.T) {
 	}
 }
 
-// testRecorder is an events handler module that records into recorded.
+// testRecorder is an events handler module that records into recorded,
+// and sends each event to the channel in forwarded, when one is set.
 type testRecorder struct{}
 
-var recorded = &eventRecorder{}
+var (
+	recorded  = &eventRecorder{}
+	forwarded atomic.Pointer[chan caddy.Event]
+)
 
 func (testRecorder) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "events.handlers.apic_auth_test_recorder", New: func() caddy.Module { return new(testRecorder) }}
 }
 
-func (testRecorder) Handle(ctx context.Context, e caddy.Event) error { return recorded.Handle(ctx, e) }
+func (testRecorder) Handle(ctx context.Context, e caddy.Event) error {
+	if ch := forwarded.Load(); ch != nil {
+		*ch <- e
+	}
+	return recorded.Handle(ctx, e)
+}
+
+// withEvents subscribes the recorder to the token events in a config.
+func withEvents(t *testing.T, cfgJSON []byte) []byte {
+	t.Helper()
+	var cfg map[string]any
+	if err := json.Unmarshal(cfgJSON, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg["apps"].(map[string]any)["events"] = map[string]any{"subscriptions": []any{map[string]any{
+		"events":   []string{EventTokenObtained, EventTokenFailed},
+		"handlers": []any{map[string]any{"handler": "apic_auth_test_recorder"}},
+	}}}
+	out, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// loadForwardingEvents loads a Caddyfile with the recorder subscribed to
+// the token events, and returns the channel they arrive on. The handler
+// runs before a token's waiters go on, so an event received means the
+// session holds the outcome.
+func (e *testEnv) loadForwardingEvents(caddyfileText string) <-chan caddy.Event {
+	e.t.Helper()
+	cfgJSON, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfileText), nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ch := make(chan caddy.Event, 1024)
+	forwarded.Store(&ch)
+	e.t.Cleanup(func() { forwarded.Store(nil) })
+	if err := e.loadJSON(withEvents(e.t, cfgJSON)); err != nil {
+		e.t.Fatal(err)
+	}
+	return ch
+}
 
 func init() { caddy.RegisterModule(testRecorder{}) }
 
@@ -198,22 +245,13 @@ func TestEvents(t *testing.T) {
 	}
 	// Subscribe the recorder with Caddy's events app, as a user would
 	// subscribe a notification handler.
-	var cfg map[string]any
-	if err := json.Unmarshal(cfgJSON, &cfg); err != nil {
-		t.Fatal(err)
-	}
-	cfg["apps"].(map[string]any)["events"] = map[string]any{"subscriptions": []any{map[string]any{
-		"events":   []string{EventTokenObtained, EventTokenFailed},
-		"handlers": []any{map[string]any{"handler": "apic_auth_test_recorder"}},
-	}}}
-	cfgJSON, _ = json.Marshal(cfg)
+	cfgJSON = withEvents(t, cfgJSON)
 	recorded.mu.Lock()
 	recorded.events = nil
 	recorded.mu.Unlock()
-	if err := caddy.Load(cfgJSON, true); err != nil {
+	if err := e.loadJSON(cfgJSON); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = caddy.Stop() })
 
 	if s, _, _ := e.do("GET", "/api/me", nil); s != 200 {
 		t.Fatal(s)
