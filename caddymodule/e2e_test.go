@@ -225,7 +225,7 @@ func TestRefreshTokenUsedAndFallback(t *testing.T) {
 }
 
 func TestWrongPasswordCoolsDown(t *testing.T) {
-	t.Setenv("TEST_APIC_PASSWORD", "not-the-password")
+	t.Setenv("TEST_APIC_PASSWORD", "not-the-pa55word")
 	t.Setenv("TEST_APIC_CLIENT_SECRET", apicsim.DefaultClientSecret)
 	e, clock := newClockedEnv(t, nil)
 	e.mustLoad(e.caddyfile(e.authBlock()))

@@ -1043,7 +1043,7 @@ func TestFaultWrongPasswordLockout(t *testing.T) {
 	} {
 		t.Run(fmt.Sprintf("lockout_after_%d", tc.attempts), func(t *testing.T) {
 			e, clock := fltEnv(t, nil)
-			t.Setenv("TEST_APIC_PASSWORD", "not-the-password")
+			t.Setenv("TEST_APIC_PASSWORD", "not-the-pa55word")
 			e.sim.SetLockout(tc.attempts, 15*time.Minute)
 			e.mustLoad(fltCaddyfile(e, e.authBlock()))
 

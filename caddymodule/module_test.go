@@ -258,7 +258,7 @@ func TestFailureMessages(t *testing.T) {
 		}(), []string{"timed out"}},
 		{"untrusted", simHandler(tlsSrv.URL), []string{"TLS verification", "unknown authority"}},
 		{"hostname mismatch", func() *Handler { h := simHandler(mismatch.URL); h.TLSTrustedCACerts = []string{caFile}; return h }(), []string{"TLS verification", "127.0.0.1"}},
-		{"wrong password", func() *Handler { h := simHandler(goodSrv.URL); h.Password = "wrong-password-1"; return h }(), []string{"refused the credentials (password grant): status 401: Invalid username or password."}},
+		{"wrong password", func() *Handler { h := simHandler(goodSrv.URL); h.Password = "wr0ng-pa55word-1"; return h }(), []string{"refused the credentials (password grant): status 401: Invalid username or password."}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := provision(t, tc.h); err != nil {
@@ -287,7 +287,7 @@ func TestFailureMessages(t *testing.T) {
 					t.Errorf("message %q lacks %q", msg[0], w)
 				}
 			}
-			if strings.Contains(msg[0], "wrong-password-1") || strings.Contains(msg[0], apicsim.DefaultClientSecret) {
+			if strings.Contains(msg[0], "wr0ng-pa55word-1") || strings.Contains(msg[0], apicsim.DefaultClientSecret) {
 				t.Errorf("message %q holds a secret", msg[0])
 			}
 		})

@@ -178,10 +178,13 @@ func (c *Client) requestToken(ctx context.Context, tr tokenRequest) (*oauth2.Tok
 		return nil, transportError(ctx, endpoint, tr.GrantType, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, c.statusError(endpoint, tr, resp, data)
+		// The refresh token is as secret as the password.
+		return nil, c.statusError(endpoint, tr.GrantType, c.scrubber(tr.RefreshToken), resp, data)
 	}
 	tok, err := ParseTokenResponse(data, c.now())
 	if err != nil {
+		// The error quotes the start of the body, which may echo the request.
+		err = errors.New(c.scrubber(tr.RefreshToken).Scrub(err.Error()))
 		return nil, &Error{Kind: KindBadResponse, URL: endpoint, Grant: tr.GrantType, Status: resp.StatusCode, Err: err}
 	}
 	return tok, nil
@@ -189,13 +192,8 @@ func (c *Client) requestToken(ctx context.Context, tr tokenRequest) (*oauth2.Tok
 
 // statusError turns a non-200 answer into an Error with the server's own
 // messages, scrubbed of the secrets this client sent.
-func (c *Client) statusError(endpoint string, tr tokenRequest, resp *http.Response, body []byte) *Error {
-	e := &Error{URL: endpoint, Grant: tr.GrantType, Status: resp.StatusCode, Messages: ErrorMessages(body)}
-	// The refresh token is as secret as the password.
-	secrets := append(c.Credentials.secrets(), tr.RefreshToken)
-	for i, m := range e.Messages {
-		e.Messages[i] = scrub(m, secrets)
-	}
+func (c *Client) statusError(endpoint, grant string, s *Scrubber, resp *http.Response, body []byte) *Error {
+	e := &Error{URL: endpoint, Grant: grant, Status: resp.StatusCode, Messages: ErrorMessages(body, s)}
 	e.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), c.now())
 	switch s := resp.StatusCode; {
 	case s == http.StatusTooManyRequests:
@@ -208,20 +206,20 @@ func (c *Client) statusError(endpoint string, tr tokenRequest, resp *http.Respon
 	return e
 }
 
-// scrub replaces every secret found in s.
-func scrub(s string, secrets []string) string {
-	for _, v := range secrets {
-		if len(v) >= 4 {
-			s = strings.ReplaceAll(s, v, "[REDACTED]")
-		}
-	}
-	return s
+// Scrubber returns the scrubber of this client's secrets.
+func (c *Client) Scrubber() *Scrubber { return c.scrubber() }
+
+// scrubber returns a scrubber of this client's secrets and extra ones
+// (the tokens a call sent).
+func (c *Client) scrubber(extra ...string) *Scrubber {
+	return NewScrubber(append(c.Credentials.secrets(), extra...)...)
 }
 
 // ErrorMessages reads the messages of an API Connect error body,
-// {"status":N,"message":["..."],"errors":["..."]}. A body of another shape
-// gives its first line, shortened; an empty body gives none.
-func ErrorMessages(body []byte) []string {
+// {"status":N,"message":["..."],"errors":["..."]}, with s's secrets
+// scrubbed before any is shortened. A body of another shape gives its
+// first line, shortened; an empty body gives none.
+func ErrorMessages(body []byte, s *Scrubber) []string {
 	var e struct {
 		Message json.RawMessage `json:"message"`
 		Errors  json.RawMessage `json:"errors"`
@@ -231,6 +229,9 @@ func ErrorMessages(body []byte) []string {
 		out = append(out, stringsOf(e.Message)...)
 		out = append(out, stringsOf(e.Errors)...)
 		if len(out) > 0 {
+			for i, m := range out {
+				out[i] = shorten(s.Scrub(m), 500)
+			}
 			return out
 		}
 	}
@@ -238,7 +239,7 @@ func ErrorMessages(body []byte) []string {
 	if line == "" {
 		return nil
 	}
-	return []string{shorten(line, 200)}
+	return []string{shorten(s.Scrub(line), 200)}
 }
 
 // stringsOf reads a JSON string or array of strings (message is always an
@@ -249,14 +250,11 @@ func stringsOf(raw json.RawMessage) []string {
 	}
 	var list []string
 	if json.Unmarshal(raw, &list) == nil {
-		for i := range list {
-			list[i] = shorten(list[i], 500)
-		}
 		return list
 	}
 	var one string
 	if json.Unmarshal(raw, &one) == nil && one != "" {
-		return []string{shorten(one, 500)}
+		return []string{one}
 	}
 	return nil
 }
@@ -286,7 +284,7 @@ func (c *Client) SignOut(ctx context.Context, tok *oauth2.Token) error {
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	if resp.StatusCode/100 != 2 {
-		e := c.statusError(endpoint, tokenRequest{}, resp, data)
+		e := c.statusError(endpoint, "", c.scrubber(tok.AccessToken, tok.RefreshToken), resp, data)
 		e.Grant = "sign-out"
 		return e
 	}

@@ -232,7 +232,7 @@ func TestErrorClassification(t *testing.T) {
 		}
 	}
 	wrongPassword := developer()
-	wrongPassword.Password = "not-the-password"
+	wrongPassword.Password = "not-the-pa55word"
 	unknownClient := developer()
 	unknownClient.ClientID = "no-such-client"
 	wrongSecret := developer()
@@ -349,7 +349,7 @@ func TestErrorClassification(t *testing.T) {
 			kind: apic.KindBadResponse, status: 200, cause: `token_type is "mac", want Bearer`,
 		},
 	}
-	secrets := []string{apicsim.DefaultProviderPassword, apicsim.DefaultClientSecret, "not-the-password", "not-the-secret"}
+	secrets := []string{apicsim.DefaultProviderPassword, apicsim.DefaultClientSecret, "not-the-pa55word", "not-the-secret"}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c, ctx := tc.setup(t)
@@ -483,7 +483,7 @@ func echoServer(t *testing.T) *httptest.Server {
 
 func TestErrorsNeverHoldSecrets(t *testing.T) {
 	const (
-		password     = "hunter2-password"
+		password     = "hunter2-pa55word"
 		clientSecret = "client-secret-value"
 		apiKey       = "api-key-value-1234"
 		refreshToken = "refresh-token-value"

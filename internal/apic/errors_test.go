@@ -62,7 +62,7 @@ func TestErrorMessages(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got := apic.ErrorMessages([]byte(tc.body))
+			got := apic.ErrorMessages([]byte(tc.body), nil)
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("ErrorMessages(%q) = %q, want %q", shortQ(tc.body), got, tc.want)
 			}

@@ -110,7 +110,7 @@ func (c *Client) call(ctx context.Context, method, path string, tok *oauth2.Toke
 	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", UserAgent)
-	secrets := append(c.Credentials.secrets(), extra...)
+	secrets := extra
 	if tok != nil {
 		req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
 		secrets = append(secrets, tok.AccessToken, tok.RefreshToken)
@@ -135,10 +135,7 @@ func (c *Client) call(ctx context.Context, method, path string, tok *oauth2.Toke
 			return data, nil
 		}
 	}
-	e := &CallError{Method: method, URL: endpoint, Status: resp.StatusCode, Messages: ErrorMessages(data)}
-	for i, m := range e.Messages {
-		e.Messages[i] = scrub(m, secrets)
-	}
+	e := &CallError{Method: method, URL: endpoint, Status: resp.StatusCode, Messages: ErrorMessages(data, c.scrubber(secrets...))}
 	switch s := resp.StatusCode; {
 	case s == http.StatusTooManyRequests:
 		e.Kind = KindRateLimited

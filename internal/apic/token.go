@@ -20,6 +20,11 @@ const (
 	MaxLifetime = 90 * 24 * time.Hour
 )
 
+// MaxAccessToken is the largest access token accepted: API Connect's are
+// about 2.7 KB, and a much larger one would make every request fail
+// upstream (431) instead of the login failing.
+const MaxAccessToken = 16 << 10
+
 // tokenResponse is the body of a successful POST /api/token.
 type tokenResponse struct {
 	AccessToken      string          `json:"access_token"`
@@ -41,6 +46,9 @@ func ParseTokenResponse(body []byte, now time.Time) (*oauth2.Token, error) {
 	}
 	if tr.AccessToken == "" {
 		return nil, errors.New("access_token is missing or empty")
+	}
+	if len(tr.AccessToken) > MaxAccessToken {
+		return nil, fmt.Errorf("access_token is %d bytes, more than the %d a request header can sanely carry (API Connect's are about 2.7 KB)", len(tr.AccessToken), MaxAccessToken)
 	}
 	if !headerSafe(tr.AccessToken) {
 		return nil, errors.New("access_token has characters a header cannot carry")

@@ -151,7 +151,7 @@ func TestSimulatorLifeCycle(t *testing.T) {
 // logins, not six hundred.
 func TestSimulatorRefusedUnderLoad(t *testing.T) {
 	e := startSim(t)
-	rec := &recordingFetcher{Fetcher: e.client("wrong-password"), clock: e.clock}
+	rec := &recordingFetcher{Fetcher: e.client("wr0ng-pa55word"), clock: e.clock}
 	h := newHarnessClock(t, e.clock, 0, func(o *session.Options) { o.Fetcher = rec })
 
 	for i := range 600 {
