@@ -70,10 +70,9 @@ type testEnv struct {
 	mu       sync.Mutex
 	seenAuth []string // Authorization headers that reached the simulator
 
-	// gate and sentinel hand the client over from one config's server to
-	// the next; see load.
-	gate     sync.RWMutex
-	sentinel net.Conn
+	// sockets are the unix sockets the test talks to: the proxy's, and
+	// the admin API's when a test asks for it; see loadJSON.
+	sockets []*testSocket
 }
 
 func newTestEnv(t *testing.T, cfg apicsim.Config) *testEnv {
@@ -100,37 +99,56 @@ func newTestEnv(t *testing.T, cfg apicsim.Config) *testEnv {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	e.sock = filepath.Join(dir, "proxy.sock")
 	e.logFile = filepath.Join(dir, "caddy.log")
+	proxy := e.socket(e.sock)
+	e.client = proxy.client
+	return e
+}
+
+// testSocket is a client of one unix socket of Caddy's that is handed over
+// from one config's server to the next without racing the old server's
+// shutdown; see loadJSON.
+type testSocket struct {
+	path   string
+	client *http.Client
+	// gate holds dials off while a reload hands over: a new connection
+	// holds its read side until its first answer arrives or it closes.
+	gate sync.RWMutex
+	// sentinel is an idle connection to the running server.
+	sentinel net.Conn
+}
+
+// socket returns a client of the unix socket at path, handed over at every
+// reload. Its server must be running when a sentinel is first needed.
+func (e *testEnv) socket(path string) *testSocket {
+	s := &testSocket{path: path}
 	transport := &http.Transport{
-		DialContext:         e.dial,
+		DialContext:         s.dial,
 		MaxIdleConnsPerHost: 200,
 		// A connection dialed for a request that another connection
 		// served sits idle, holding the gate, until it is used or
 		// closed: closing idle connections soon bounds a reload's wait.
 		IdleConnTimeout: 500 * time.Millisecond,
 	}
-	e.client = &http.Client{Transport: transport, Timeout: 30 * time.Second}
-	t.Cleanup(transport.CloseIdleConnections)
-	t.Cleanup(func() {
-		if e.sentinel != nil {
-			e.sentinel.Close()
+	s.client = &http.Client{Transport: transport, Timeout: 30 * time.Second}
+	e.t.Cleanup(func() {
+		transport.CloseIdleConnections()
+		if s.sentinel != nil {
+			s.sentinel.Close()
 		}
 	})
-	return e
+	e.sockets = append(e.sockets, s)
+	return s
 }
 
-// dial connects the test client to the proxy. A new connection holds the
-// gate (read side) until its first answer arrives or it closes, so that a
-// reload (which takes the write side) never starts while a server may
-// still have to read a new connection's first request; see load.
-func (e *testEnv) dial(ctx context.Context, _, _ string) (net.Conn, error) {
-	e.gate.RLock()
+func (s *testSocket) dial(ctx context.Context, _, _ string) (net.Conn, error) {
+	s.gate.RLock()
 	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", e.sock)
+	c, err := d.DialContext(ctx, "unix", s.path)
 	if err != nil {
-		e.gate.RUnlock()
+		s.gate.RUnlock()
 		return nil, err
 	}
-	return &gatedConn{Conn: c, release: sync.OnceFunc(e.gate.RUnlock)}, nil
+	return &gatedConn{Conn: c, release: sync.OnceFunc(s.gate.RUnlock)}, nil
 }
 
 // gatedConn releases its hold on the gate at its first read (the server
@@ -149,6 +167,49 @@ func (c *gatedConn) Read(p []byte) (int, error) {
 func (c *gatedConn) Close() error {
 	c.release()
 	return c.Conn.Close()
+}
+
+// handOver waits until the server that held the sentinel has stopped
+// accepting (it closes idle connections only after its accept loop has
+// ended), then opens a sentinel to the new one.
+func (s *testSocket) handOver() error {
+	if old := s.sentinel; old != nil {
+		s.sentinel = nil
+		// The old server closes it; a deadline bounds a broken reload.
+		_ = old.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, err := old.Read(make([]byte, 1))
+		old.Close()
+		if !errors.Is(err, io.EOF) {
+			return fmt.Errorf("the previous server on %s did not close its idle connection after the reload: %v", s.path, err)
+		}
+	}
+	return s.openSentinel()
+}
+
+// openSentinel opens an idle connection to the running server: one
+// "OPTIONS *" request (answered by net/http itself, no handler sees it),
+// then nothing.
+func (s *testSocket) openSentinel() error {
+	c, err := net.Dial("unix", s.path)
+	if err != nil {
+		return fmt.Errorf("sentinel connection: %v", err)
+	}
+	if _, err := io.WriteString(c, "OPTIONS * HTTP/1.1\r\nHost: localhost\r\n\r\n"); err != nil {
+		c.Close()
+		return fmt.Errorf("sentinel connection: %v", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		c.Close()
+		return fmt.Errorf("sentinel connection: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		c.Close()
+		return fmt.Errorf("sentinel connection: OPTIONS * answered %d", resp.StatusCode)
+	}
+	s.sentinel = c
+	return nil
 }
 
 // authBlock is an apic_auth block for the simulator's developer user,
@@ -196,7 +257,8 @@ func (e *testEnv) load(caddyfileText string) error {
 }
 
 // loadJSON runs a JSON config, and returns once the previous config's
-// server (if any) has stopped accepting connections.
+// servers (if any) have stopped accepting connections on the test's
+// sockets.
 //
 // In a reload Caddy starts the new server on the same socket, then shuts
 // the old one down with net/http's Server.Shutdown, which closes a
@@ -204,54 +266,23 @@ func (e *testEnv) load(caddyfileText string) error {
 // it. A connection that the old server accepted just before its listener
 // closed thus gets EOF, with any handler (a plain reverse_proxy or respond
 // too), and a client resends a GET by itself only on a reused connection.
-// So the test client does not dial while a reload hands over: the gate
-// waits for every new connection's first answer, and the old server's
-// closing of an idle sentinel connection (it closes idle connections only
-// after its accept loop has ended) marks the end of the hand-over.
+// Caddy's admin server is replaced the same way. So the test's clients do
+// not dial while a reload hands over.
 func (e *testEnv) loadJSON(cfgJSON []byte) error {
 	e.t.Helper()
-	e.gate.Lock()
-	defer e.gate.Unlock()
+	for _, s := range e.sockets {
+		s.gate.Lock()
+		defer s.gate.Unlock()
+	}
 	if err := caddy.Load(cfgJSON, true); err != nil {
 		return err
 	}
 	e.t.Cleanup(func() { _ = caddy.Stop() })
-	if old := e.sentinel; old != nil {
-		e.sentinel = nil
-		// The old server closes it; a deadline bounds a broken reload.
-		_ = old.SetReadDeadline(time.Now().Add(20 * time.Second))
-		_, err := old.Read(make([]byte, 1))
-		old.Close()
-		if !errors.Is(err, io.EOF) {
-			return fmt.Errorf("the previous server did not close its idle connection after the reload: %v", err)
+	for _, s := range e.sockets {
+		if err := s.handOver(); err != nil {
+			return err
 		}
 	}
-	return e.openSentinel()
-}
-
-// openSentinel opens an idle connection to the running server: one
-// "OPTIONS *" request (answered by net/http itself, no handler sees it),
-// then nothing.
-func (e *testEnv) openSentinel() error {
-	c, err := net.Dial("unix", e.sock)
-	if err != nil {
-		return fmt.Errorf("sentinel connection: %v", err)
-	}
-	if _, err := io.WriteString(c, "OPTIONS * HTTP/1.1\r\nHost: localhost\r\n\r\n"); err != nil {
-		c.Close()
-		return fmt.Errorf("sentinel connection: %v", err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		c.Close()
-		return fmt.Errorf("sentinel connection: %v", err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		c.Close()
-		return fmt.Errorf("sentinel connection: OPTIONS * answered %d", resp.StatusCode)
-	}
-	e.sentinel = c
 	return nil
 }
 

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -20,13 +19,15 @@ import (
 )
 
 // adminClient talks to Caddy's admin API on a unix socket.
-func adminClient(sock string) *http.Client {
-	return &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-	}}
+// adminClient is a client of the admin socket of the running config,
+// handed over at every reload like the proxy's.
+func (e *testEnv) adminClient(sock string) *http.Client {
+	e.t.Helper()
+	s := e.socket(sock)
+	if err := s.openSentinel(); err != nil {
+		e.t.Fatal(err)
+	}
+	return s.client
 }
 
 func adminDo(t *testing.T, c *http.Client, method, path string) (int, string) {
@@ -74,7 +75,7 @@ func TestAdminStatusRefreshAndMetricsAcrossReload(t *testing.T) {
 	adminSock := filepath.Join(filepath.Dir(e.sock), "admin.sock")
 	cf := withAdmin(e.caddyfile(e.authBlock("name ci-developer")), adminSock)
 	e.mustLoad(cf)
-	admin := adminClient(adminSock)
+	admin := e.adminClient(adminSock)
 
 	status, body := adminDo(t, admin, "GET", "/apic_auth/status")
 	if status != 200 || !strings.Contains(body, `"state":"no_token"`) {
@@ -160,7 +161,7 @@ func TestMetricsCountFailuresAndReplays(t *testing.T) {
 	if s, _, _ := e.do("GET", "/api/me", nil); s != 502 {
 		t.Fatalf("backing off: %d", s)
 	}
-	_, metrics := adminDo(t, adminClient(adminSock), "GET", "/metrics")
+	_, metrics := adminDo(t, e.adminClient(adminSock), "GET", "/metrics")
 	name := strings.TrimPrefix(e.simSrv.URL, "http://") + "/" + apicsim.DefaultProviderRealm
 	for _, want := range []string{
 		fmt.Sprintf(`caddy_apic_auth_replays_total{identity=%q,outcome="ok"} 1`, name),
