@@ -6,6 +6,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -40,6 +41,9 @@ type Fault struct {
 	Omit []string
 	// Set sets these fields of a successful token response.
 	Set map[string]any
+	// Echo answers with Status (default 400) and an error whose message
+	// quotes the request body, as a careless gateway might.
+	Echo bool
 }
 
 type faultState struct {
@@ -55,6 +59,17 @@ func (s *Server) FailTokenRequests(n int, f Fault) {
 	}
 	s.mu.Lock()
 	s.faults = append(s.faults, &faultState{Fault: f, left: n})
+	s.mu.Unlock()
+}
+
+// RefusePath makes every call to path (as decoded) answer 401, whatever
+// its token: a resource that refuses even a new token.
+func (s *Server) RefusePath(path string) {
+	s.mu.Lock()
+	if s.refuse == nil {
+		s.refuse = make(map[string]bool)
+	}
+	s.refuse[path] = true
 	s.mu.Unlock()
 }
 
@@ -154,17 +169,26 @@ type Stats struct {
 	API map[int]int `json:"api_calls"`
 	// TokensIssued counts access tokens issued.
 	TokensIssued int `json:"tokens_issued"`
+	// Paths counts every other call by its path as it arrived (escaped).
+	Paths map[string]int `json:"paths"`
+	// OutsideAPI counts calls whose path is not under /api/: a proxy that
+	// confines its token to /api/ sends none.
+	OutsideAPI int `json:"outside_api"`
 }
 
 type statsState struct {
-	token  map[string]map[string]int
-	api    map[int]int
-	issued int
+	token   map[string]map[string]int
+	api     map[int]int
+	paths   map[string]int
+	outside int
+	issued  int
 }
 
 func (st *statsState) reset() {
 	st.token = make(map[string]map[string]int)
 	st.api = make(map[int]int)
+	st.paths = make(map[string]int)
+	st.outside = 0
 	st.issued = 0
 }
 
@@ -181,7 +205,8 @@ func (st *statsState) countToken(grant, outcome string) {
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := Stats{Token: make(map[string]map[string]int), API: maps.Clone(s.stats.api), TokensIssued: s.stats.issued}
+	out := Stats{Token: make(map[string]map[string]int), API: maps.Clone(s.stats.api), TokensIssued: s.stats.issued,
+		Paths: maps.Clone(s.stats.paths), OutsideAPI: s.stats.outside}
 	for g, m := range s.stats.token {
 		out.Token[g] = maps.Clone(m)
 	}
@@ -290,11 +315,12 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
 			ContentType string         `json:"content_type"`
 			Omit        []string       `json:"omit"`
 			Set         map[string]any `json:"set"`
+			Echo        bool           `json:"echo"`
 		}
 		if !decodeControl(w, r, &body) {
 			return
 		}
-		f := Fault{Close: body.Close, Status: body.Status, RetryAfter: body.RetryAfter, Body: body.Body, ContentType: body.ContentType, Omit: body.Omit, Set: body.Set}
+		f := Fault{Close: body.Close, Status: body.Status, RetryAfter: body.RetryAfter, Body: body.Body, ContentType: body.ContentType, Omit: body.Omit, Set: body.Set, Echo: body.Echo}
 		if body.Hang != "" {
 			d, err := time.ParseDuration(body.Hang)
 			if err != nil {
@@ -307,6 +333,19 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
 			body.Count = 1
 		}
 		s.FailTokenRequests(body.Count, f)
+		w.WriteHeader(http.StatusNoContent)
+	case "POST /_sim/refuse-path":
+		var body struct {
+			Path string `json:"path"`
+		}
+		if !decodeControl(w, r, &body) {
+			return
+		}
+		if !strings.HasPrefix(body.Path, "/") {
+			writeError(w, http.StatusBadRequest, "path: want a path such as /api/orgs")
+			return
+		}
+		s.RefusePath(body.Path)
 		w.WriteHeader(http.StatusNoContent)
 	case "DELETE /_sim/faults":
 		s.ClearFaults()

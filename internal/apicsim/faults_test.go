@@ -156,6 +156,33 @@ func TestFaultCloseDropsConnection(t *testing.T) {
 	}
 }
 
+func TestFaultEcho(t *testing.T) {
+	for via, queue := range faultQueues {
+		t.Run(via, func(t *testing.T) {
+			s := start(t)
+			queue(t, s, 1, apicsim.Fault{Echo: true}, `{"echo":true}`)
+			r := tokenReq(t, s.URL, devGrant())
+			wantStatus(t, r, 400)
+			if !strings.Contains(string(r.Body), apicsim.DefaultProviderPassword) {
+				t.Errorf("echo fault answered %s, want the request quoted", r.Body)
+			}
+		})
+	}
+}
+
+func TestRefusePathAndPathCounts(t *testing.T) {
+	s := start(t)
+	tok := login(t, s.URL, devGrant())
+	s.RefusePath("/api/orgs")
+	wantStatus(t, get(t, s.URL+"/api/orgs", tok), 401)
+	wantStatus(t, get(t, s.URL+"/api/me", tok), 200)
+	wantStatus(t, get(t, s.URL+"/other", tok), 404)
+	st := s.Stats()
+	if st.Paths["/api/orgs"] != 1 || st.Paths["/api/me"] != 1 || st.Paths["/other"] != 1 || st.OutsideAPI != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
 func TestFaultRawBody(t *testing.T) {
 	for via, queue := range faultQueues {
 		t.Run(via, func(t *testing.T) {
@@ -265,6 +292,7 @@ func TestStatsCountByGrantAndOutcome(t *testing.T) {
 		},
 		API:          map[int]int{401: 1},
 		TokensIssued: 2,
+		Paths:        map[string]int{"/api/me": 1},
 	}
 	got := s.Stats()
 	if !reflect.DeepEqual(got, want) {
@@ -289,7 +317,7 @@ func TestStatsCountByGrantAndOutcome(t *testing.T) {
 	if err := json.Unmarshal(r.Body, &raw); err != nil {
 		t.Fatal(err)
 	}
-	if keys := strings.Join(slices.Sorted(maps.Keys(raw)), ","); keys != "api_calls,token_requests,tokens_issued" {
+	if keys := strings.Join(slices.Sorted(maps.Keys(raw)), ","); keys != "api_calls,outside_api,paths,token_requests,tokens_issued" {
 		t.Errorf("/_sim/stats keys %s", keys)
 	}
 	var viaHTTP apicsim.Stats
@@ -302,11 +330,11 @@ func TestStatsCountByGrantAndOutcome(t *testing.T) {
 
 	// /_sim/reset zeroes them.
 	wantStatus(t, send(t, nil, http.MethodPost, s.URL+"/_sim/reset", nil), http.StatusNoContent)
-	zero := apicsim.Stats{Token: map[string]map[string]int{}, API: map[int]int{}}
+	zero := apicsim.Stats{Token: map[string]map[string]int{}, API: map[int]int{}, Paths: map[string]int{}}
 	if got := s.Stats(); !reflect.DeepEqual(got, zero) {
 		t.Errorf("after reset Stats() = %+v, want zero", got)
 	}
-	if r := send(t, nil, http.MethodGet, s.URL+"/_sim/stats", nil); string(r.Body) != `{"token_requests":{},"api_calls":{},"tokens_issued":0}` {
+	if r := send(t, nil, http.MethodGet, s.URL+"/_sim/stats", nil); string(r.Body) != `{"token_requests":{},"api_calls":{},"tokens_issued":0,"paths":{},"outside_api":0}` {
 		t.Errorf("after reset /_sim/stats = %s", r.Body)
 	}
 	if n := len(s.RecentTokenRequests()); n != 0 {

@@ -40,6 +40,7 @@ type Server struct {
 	revokedSeq  uint64 // tokens with seq <= revokedSeq are revoked
 	seq         uint64
 	faults      []*faultState
+	refuse      map[string]bool // paths that answer 401 to any token
 	stats       statsState
 	recent      []TokenRequestRecord
 	issuedSince int // tokens issued since the last sweep of expired ones
@@ -159,8 +160,11 @@ func (s *Server) Advance(d time.Duration) { s.clockOffset.Add(int64(d)) }
 //	                       {"realm":..,"username":..} only that user's
 //	POST   /_sim/faults    queue a fault: {"count":N,"status":500,
 //	                       "retry_after":"5","hang":"2s","close":true,
-//	                       "body":"...","omit":["expires_in"],"set":{...}}
+//	                       "body":"...","omit":["expires_in"],"set":{...},
+//	                       "echo":true}
 //	DELETE /_sim/faults    clear queued faults
+//	POST   /_sim/refuse-path {"path":"/api/orgs"}: that path answers 401
+//	                       to every token
 //	POST   /_sim/lockout   {"attempts":3,"duration":"15m"}
 //	GET    /_sim/clock     {"now":"..."}
 //	POST   /_sim/clock     {"advance":"1h"}
@@ -175,8 +179,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveToken(w, r)
 		return
 	}
+	s.mu.Lock()
+	s.stats.paths[r.URL.EscapedPath()]++
+	if !strings.HasPrefix(r.URL.Path, "/api/") {
+		s.stats.outside++
+	}
+	refused := s.refuse[r.URL.Path]
+	s.mu.Unlock()
 	rec := &statusRecorder{ResponseWriter: w}
-	s.serveAPI(rec, r)
+	if refused {
+		writeError(rec, http.StatusUnauthorized, "Not authorized for this resource.")
+	} else {
+		s.serveAPI(rec, r)
+	}
 	if rec.status == 0 {
 		rec.status = http.StatusOK
 	}

@@ -134,6 +134,14 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 			finish(0, OutcomeFault)
 			closeConnection(w)
 			return
+		case fault.Echo:
+			status := fault.Status
+			if status == 0 {
+				status = http.StatusBadRequest
+			}
+			writeError(w, status, "cannot process the request "+string(body))
+			finish(status, OutcomeFault)
+			return
 		case fault.Status != 0 || fault.Body != "":
 			if fault.RetryAfter != "" {
 				w.Header().Set("Retry-After", fault.RetryAfter)
