@@ -59,6 +59,12 @@ type identityStatus struct {
 	// (the held token had expired or was refused): 0 when refreshing in
 	// time.
 	Waits int `json:"waits"`
+	// SuppressedPaths counts the paths whose 401s go to the client
+	// without a new login: they refused a new token lately.
+	SuppressedPaths int `json:"suppressed_paths,omitempty"`
+	// ReloginsSuppressedUntil is set while no 401 makes a new login at
+	// all: several paths refused new tokens at once.
+	ReloginsSuppressedUntil *time.Time `json:"relogins_suppressed_until,omitempty"`
 }
 
 func timePtr(t time.Time) *time.Time {
@@ -76,9 +82,11 @@ func (id *identity) status() identityStatus {
 		Counts: id.stats.snapshot(), Waits: st.Waited,
 	}
 	if st.LastError != nil {
-		out.LastError = st.LastError.Error()
+		out.LastError = id.scrub.Scrub(st.LastError.Error())
 	}
 	n := now()
+	paths, until := id.relogins.status(n)
+	out.SuppressedPaths, out.ReloginsSuppressedUntil = paths, timePtr(until)
 	if t := st.Token; t != nil {
 		out.TokenGrant = t.Grant
 		out.TokenExpires = timePtr(t.Expiry)
@@ -151,7 +159,7 @@ func (adminAPI) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 		res := result{Name: id.name}
 		t, err := id.sess.Refresh(ctx)
 		if err != nil {
-			res.Error = err.Error()
+			res.Error = id.scrub.Scrub(err.Error())
 			status = http.StatusBadGateway
 		} else {
 			res.OK, res.TokenExpires = true, timePtr(t.Expiry)

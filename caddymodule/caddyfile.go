@@ -40,6 +40,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		client_authorization overwrite|keep|reject
 //		pass_sign_out
 //		sign_out_on_stop     on|off
+//		allowed_hosts   <host> [<host>...]
+//		allowed_origins <origin> [<origin>...]
+//		require_header  <name>
+//		paths           <prefix> [<prefix>...]
 //	}
 //
 // Credentials take {env.NAME} and {file./path} placeholders, resolved when
@@ -53,21 +57,26 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		"name": &h.Name, "credentials": &h.Credentials, "server": &h.Server,
 		"realm": &h.Realm, "username": &h.Username, "password": &h.Password,
 		"api_key": &h.APIKey, "client_id": &h.ClientID, "client_secret": &h.ClientSecret,
+		"require_header": &h.RequireHeader,
 	}
 	seen := make(map[string]bool)
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
-		if seen[opt] && opt != "tls_trusted_ca_certs" {
+		if seen[opt] && !listOptions[opt] {
 			return d.Errf("apic_auth: %s is set twice", opt)
 		}
 		seen[opt] = true
 		args := d.RemainingArgs()
 		switch opt {
-		case "tls_trusted_ca_certs":
+		case "tls_trusted_ca_certs", "allowed_hosts", "allowed_origins", "paths":
 			if len(args) == 0 {
 				return d.ArgErr()
 			}
-			h.TLSTrustedCACerts = append(h.TLSTrustedCACerts, args...)
+			dst := map[string]*[]string{
+				"tls_trusted_ca_certs": &h.TLSTrustedCACerts, "allowed_hosts": &h.AllowedHosts,
+				"allowed_origins": &h.AllowedOrigins, "paths": &h.Paths,
+			}[opt]
+			*dst = append(*dst, args...)
 			continue
 		case "tls_insecure_skip_verify", "pass_sign_out":
 			if len(args) != 0 {
@@ -129,6 +138,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	return nil
+}
+
+// listOptions take one or more values and may be repeated.
+var listOptions = map[string]bool{
+	"tls_trusted_ca_certs": true, "allowed_hosts": true, "allowed_origins": true, "paths": true,
 }
 
 // oneValueOptions are the options other than strings that take one value.

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -45,6 +46,10 @@ type identity struct {
 	env       atomic.Pointer[provisionEnv]
 	signOut   bool
 	stats     identityStats
+	relogins  reloginGuard
+	// scrub removes the credentials from any text the identity shows:
+	// the 502 body, the status, events and logs.
+	scrub *apic.Scrubber
 }
 
 // provisionEnv is what the latest config that uses an identity gave it:
@@ -110,7 +115,7 @@ func newIdentity(c *resolved) (*identity, error) {
 		},
 		Now: now,
 	}
-	id := &identity{server: c.server, realm: c.creds.Realm, user: c.creds.Username, grant: c.creds.Grant(), transport: transport, client: client, signOut: c.signOutOnStop}
+	id := &identity{server: c.server, realm: c.creds.Realm, user: c.creds.Username, grant: c.creds.Grant(), transport: transport, client: client, signOut: c.signOutOnStop, scrub: client.Scrubber()}
 	if c.creds.APIKey != "" {
 		id.user = "(api key)"
 		id.realm = ""
@@ -194,23 +199,23 @@ func (id *identity) onFailure(err error, retryAt time.Time, took time.Duration) 
 		zap.String("server", id.server),
 		zap.Time("retry_at", retryAt),
 		zap.Duration("took", took),
-		zap.String("error", err.Error()),
+		zap.String("error", id.scrub.Scrub(err.Error())),
 	}
 	grant, cause, status := id.grant, "unknown", 0
 	var ae *apic.Error
 	if errors.As(err, &ae) {
 		grant, cause, status = ae.Grant, ae.Kind.String(), ae.Status
-		fields = append(fields, zap.String("cause", cause), zap.Int("status", status), zap.Strings("server_message", ae.Messages))
+		fields = append(fields, zap.String("cause", cause), zap.Int("status", status), zap.Strings("server_message", id.scrub.ScrubAll(append([]string(nil), ae.Messages...))))
 	}
 	id.stats.tokenRequest(grant, cause, took)
-	id.emit(EventTokenFailed, map[string]any{"grant": grant, "cause": cause, "status": status, "error": err.Error(), "retry_at": retryAt})
+	id.emit(EventTokenFailed, map[string]any{"grant": grant, "cause": cause, "status": status, "error": id.scrub.Scrub(err.Error()), "retry_at": retryAt})
 	id.log().Warn("API Connect token request failed", fields...)
 }
 
 func (id *identity) onRefreshRefused(err error) {
 	id.stats.tokenRequest(apic.GrantRefreshToken, apic.KindRefused.String(), 0)
 	id.log().Info("refresh token refused; logging in again",
-		zap.String("identity", id.name), zap.String("error", err.Error()))
+		zap.String("identity", id.name), zap.String("error", id.scrub.Scrub(err.Error())))
 }
 
 // signOutTimeout bounds the sign-out when the session stops.
@@ -228,7 +233,7 @@ func (id *identity) Destruct() error {
 	ctx, cancel := context.WithTimeout(context.Background(), signOutTimeout)
 	defer cancel()
 	if err := id.client.SignOut(ctx, t.Token); err != nil {
-		id.log().Warn("could not sign the API Connect session out", zap.String("identity", id.name), zap.String("error", err.Error()))
+		id.log().Warn("could not sign the API Connect session out", zap.String("identity", id.name), zap.String("error", id.scrub.Scrub(err.Error())))
 		return nil
 	}
 	id.log().Info("signed the API Connect session out", zap.String("identity", id.name))
@@ -253,7 +258,7 @@ func (id *identity) fail(w http.ResponseWriter, r *http.Request, err error) erro
 	if r.Context().Err() != nil {
 		return caddyhttp.Error(statusClientClosedRequest, err)
 	}
-	msg := "apic_auth could not obtain an API Connect token: " + err.Error()
+	msg := "apic_auth could not obtain an API Connect token: " + id.scrub.Scrub(err.Error())
 	cause := "unknown"
 	var ae *apic.Error
 	switch {
@@ -270,7 +275,7 @@ func (id *identity) fail(w http.ResponseWriter, r *http.Request, err error) erro
 		w.Header().Set("Retry-After", strconv.FormatInt(max(secs, 1), 10))
 	}
 	if ce := id.log().Check(zap.DebugLevel, "no token for request"); ce != nil {
-		ce.Write(zap.String("identity", id.name), zap.String("error", err.Error()))
+		ce.Write(zap.String("identity", id.name), zap.String("error", msg))
 	}
 	writeAPIError(w, http.StatusBadGateway, msg)
 	return nil
@@ -287,6 +292,21 @@ func writeAPIError(w http.ResponseWriter, status int, msg ...string) {
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
+}
+
+// plainHTTPBeyondLoopback reports whether server is plain http:// to a host
+// other than this machine's loopback.
+func plainHTTPBeyondLoopback(server string) bool {
+	u, err := url.Parse(server)
+	if err != nil || u.Scheme != "http" {
+		return false
+	}
+	host := strings.ToLower(u.Hostname())
+	if host == "localhost" {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsLoopback()
 }
 
 // isRefusal reports whether err is refused credentials.

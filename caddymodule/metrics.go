@@ -20,6 +20,7 @@ type identityStats struct {
 	durBuckets    [len(durationBuckets)]uint64 // not cumulative
 	failures      map[string]uint64            // handler failures by cause
 	replays       map[string]uint64            // replays by outcome
+	refused       map[string]uint64            // requests the guard refused, by status
 }
 
 // durationBuckets are the upper bounds of the token request duration
@@ -67,9 +68,12 @@ type statsSnapshot struct {
 	TokenRequests map[string]map[string]uint64 `json:"token_requests"` // grant -> outcome -> n
 	Failures      map[string]uint64            `json:"failures"`
 	Replays       map[string]uint64            `json:"replays"`
-	durCount      uint64
-	durSum        float64
-	durBuckets    map[float64]uint64
+	// Refused counts requests the proxy refused to forward (wrong host,
+	// a web page, a path outside paths...), by status.
+	Refused    map[string]uint64 `json:"refused"`
+	durCount   uint64
+	durSum     float64
+	durBuckets map[float64]uint64
 }
 
 func (s *identityStats) snapshot() statsSnapshot {
@@ -79,6 +83,7 @@ func (s *identityStats) snapshot() statsSnapshot {
 		TokenRequests: make(map[string]map[string]uint64),
 		Failures:      make(map[string]uint64),
 		Replays:       make(map[string]uint64),
+		Refused:       make(map[string]uint64),
 		durCount:      s.durCount,
 		durSum:        s.durSum,
 		durBuckets:    make(map[float64]uint64, len(durationBuckets)),
@@ -94,6 +99,9 @@ func (s *identityStats) snapshot() statsSnapshot {
 	}
 	for k, n := range s.replays {
 		out.Replays[k] = n
+	}
+	for k, n := range s.refused {
+		out.Refused[k] = n
 	}
 	var cum uint64
 	for i, ub := range durationBuckets {
@@ -116,7 +124,7 @@ var (
 		"Seconds until the held token expires, by identity (absent while no token is held).",
 		[]string{"identity"}, nil)
 	descReplays = prometheus.NewDesc("caddy_apic_auth_replays_total",
-		"Requests replayed after API Manager refused the token with 401, by identity and outcome (ok, refused_again, body_too_large, no_token).",
+		"Requests replayed after API Manager refused the token with 401, by identity and outcome (ok, refused_again, body_too_large, no_token, suppressed: a resource that refused a new token lately got no new login).",
 		[]string{"identity", "outcome"}, nil)
 	descWaits = prometheus.NewDesc("caddy_apic_auth_token_waits_total",
 		"Requests that waited for a token after the first one, by identity: the held token had expired or was refused. 0 while refreshes come in time.",
@@ -124,6 +132,9 @@ var (
 	descFailures = prometheus.NewDesc("caddy_apic_auth_failures_total",
 		"Requests answered 502 because no token could be had, by identity and cause.",
 		[]string{"identity", "cause"}, nil)
+	descRefused = prometheus.NewDesc("caddy_apic_auth_refused_requests_total",
+		"Requests the proxy refused to forward (a host not allowed, a web page, a path outside paths, a path escape), by identity and status.",
+		[]string{"identity", "status"}, nil)
 )
 
 // collector exposes every live identity's counters. Each config load has
@@ -132,7 +143,7 @@ var (
 type collector struct{}
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descTokenRequests, descTokenDuration, descTokenExpiry, descReplays, descWaits, descFailures} {
+	for _, d := range []*prometheus.Desc{descTokenRequests, descTokenDuration, descTokenExpiry, descReplays, descWaits, descFailures, descRefused} {
 		ch <- d
 	}
 }
@@ -166,6 +177,9 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descWaits, prometheus.CounterValue, float64(id.sess.Status().Waited), id.name)
 		for cause, n := range st.Failures {
 			ch <- prometheus.MustNewConstMetric(descFailures, prometheus.CounterValue, float64(n), id.name, cause)
+		}
+		for status, n := range st.Refused {
+			ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(n), id.name, status)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -90,11 +91,31 @@ type Handler struct {
 	// using this identity is unloaded (Caddy stops, or a reload drops
 	// it), so that no session outlives the proxy. Default true.
 	SignOutOnStop *bool `json:"sign_out_on_stop,omitempty"`
+	// AllowedHosts are host names (or IP addresses), besides loopback
+	// ones, that a request's Host may name. A request for any other host
+	// is answered 403 and never forwarded, so that a web page whose name
+	// rebinds to this machine cannot use the proxy. Requests over a unix
+	// socket are not checked. Default none: localhost, 127.0.0.0/8 and
+	// [::1] only, on any port.
+	AllowedHosts []string `json:"allowed_hosts,omitempty"`
+	// AllowedOrigins are the web origins (scheme://host[:port]) whose
+	// pages may use the proxy; CORS preflights are answered for them.
+	// Any other request from a browser (it carries Origin, or
+	// Sec-Fetch-Site other than none) is answered 403. Default none.
+	AllowedOrigins []string `json:"allowed_origins,omitempty"`
+	// RequireHeader names a request header that every request must carry
+	// (any non-empty value), as one more guard against callers that cannot
+	// set headers. Default none.
+	RequireHeader string `json:"require_header,omitempty"`
+	// Paths are the path prefixes whose requests get the token; other
+	// paths are answered 404. Default /api/.
+	Paths []string `json:"paths,omitempty"`
 
 	logger    *zap.Logger
 	key       string
 	id        *identity
 	replayMax int64
+	guard     *guard
 }
 
 // DefaultReplayMaxBody is the default of ReplayMaxBody.
@@ -137,6 +158,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	default:
 		return fmt.Errorf("apic_auth: client_authorization: want overwrite, keep or reject, got %q", h.ClientAuthorization)
 	}
+	var err error
 	switch {
 	case h.ReplayMaxBody == 0:
 		h.replayMax = DefaultReplayMaxBody
@@ -145,12 +167,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	default:
 		h.replayMax = h.ReplayMaxBody
 	}
+	if h.guard, err = newGuard(h); err != nil {
+		return fmt.Errorf("apic_auth: %v", err)
+	}
 	cfg, err := h.resolve()
 	if err != nil {
 		return err
 	}
 	if err := cfg.check(); err != nil {
 		return err
+	}
+	if plainHTTPBeyondLoopback(cfg.server) {
+		h.logger.Warn("the API Connect server is plain http:// on a host beyond this machine: the password and client secret travel in clear text",
+			zap.String("server", cfg.server))
 	}
 	if cfg.insecure {
 		h.logger.Warn("TLS verification of the token endpoint is off (tls_insecure_skip_verify): the credentials can be intercepted",
@@ -166,6 +195,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.id = val.(*identity)
 	h.id.setEnv(ctx, h.logger)
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
+	// The app checks, at start, what a handler cannot see from here.
+	if _, err := ctx.App("apic_auth"); err != nil {
 		return err
 	}
 	return nil
@@ -307,26 +340,50 @@ func (h *Handler) Cleanup() error {
 	return err
 }
 
-// ServeHTTP sets the Authorization header and calls the next handler. When
-// no token can be had it answers 502 with API Connect's error body. A 401
-// from API Manager to a request that carried the session's token renews the
-// token and replays the request once.
+// ServeHTTP checks who sent the request and where it goes (see guard),
+// sets the Authorization header and calls the next handler. When no token
+// can be had it answers 502 with API Connect's error body. A 401 from API
+// Manager to a request that carried the session's token renews the token
+// and replays the request once.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if len(r.Header["Authorization"]) > 0 {
-		switch h.ClientAuthorization {
-		case ClientAuthKeep:
-			h.debug("request keeps its own Authorization")
-			return next.ServeHTTP(w, r)
-		case ClientAuthReject:
-			writeAPIError(w, http.StatusBadRequest, "apic_auth: this proxy adds the Authorization header; send the request without one")
-			return nil
-		}
+	origin, refused := h.guard.checkCaller(r)
+	if refused != nil {
+		h.refuse(w, r, refused)
+		return nil
 	}
-	if !h.PassSignOut && r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/api/me/sign-out") {
+	if origin != "" && isPreflight(r) {
+		answerPreflight(w, r, origin)
+		return nil
+	}
+	routed, err := routedPath(r.URL)
+	if err != nil {
+		h.refuse(w, r, &refusal{http.StatusBadRequest, "apic_auth: refused: " + err.Error()})
+		return nil
+	}
+	if !h.guard.pathAllowed(routed) {
+		h.refuse(w, r, &refusal{http.StatusNotFound, "apic_auth: this proxy forwards only paths under " +
+			strings.Join(h.guard.paths, ", ") + " (paths)"})
+		return nil
+	}
+	if !h.PassSignOut && strings.EqualFold(r.Method, http.MethodPost) && isSignOut(routed) {
 		// Signing out would end the session every client shares.
 		h.debug("sign-out answered by the proxy")
 		w.WriteHeader(http.StatusNoContent)
 		return nil
+	}
+	if h.guard.header != "" {
+		r.Header.Del(h.guard.header)
+	}
+	stripConnectionAuth(r.Header)
+	if len(r.Header["Authorization"]) > 0 {
+		switch h.ClientAuthorization {
+		case ClientAuthKeep:
+			h.debug("request keeps its own Authorization")
+			return h.servePlain(w, r, next, origin)
+		case ClientAuthReject:
+			writeAPIError(w, http.StatusBadRequest, "apic_auth: this proxy adds the Authorization header; send the request without one")
+			return nil
+		}
 	}
 	t, err := h.id.sess.Get(r.Context())
 	if err != nil {
@@ -337,20 +394,38 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	r.Header["Authorization"] = t.HeaderValues
 	h.debug("bearer token set")
 	if h.replayMax < 0 || r.ContentLength > h.replayMax {
-		return next.ServeHTTP(w, r)
+		return h.servePlain(w, r, next, origin)
 	}
-	return h.serveReplayable(w, r, next, t)
+	return h.serveReplayable(w, r, next, t, routed, origin)
+}
+
+// refuse answers a request the guard refused, logging why at Debug.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, ref *refusal) {
+	h.id.stats.count(&h.id.stats.refused, strconv.Itoa(ref.status))
+	if ce := h.logger.Check(zapcore.DebugLevel, "request refused"); ce != nil {
+		ce.Write(zap.String("identity", h.id.name), zap.Int("status", ref.status), zap.String("reason", ref.msg),
+			zap.String("method", r.Method), zap.String("host", r.Host))
+	}
+	writeAPIError(w, ref.status, ref.msg)
+}
+
+// servePlain passes the request on without replay, with the response's
+// CORS headers fixed.
+func (h *Handler) servePlain(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, origin string) error {
+	rw := getReplayWriter(w, false, nil, origin)
+	defer rw.put()
+	return next.ServeHTTP(rw, r)
 }
 
 // serveReplayable sends the request on, keeping its body, and on a 401
 // renews the token and sends it once more.
-func (h *Handler) serveReplayable(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, t *session.Token) error {
+func (h *Handler) serveReplayable(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, t *session.Token, routed, origin string) error {
 	var body *replayBody
 	if r.Body != nil && r.Body != http.NoBody {
 		body = &replayBody{rc: r.Body, max: h.replayMax}
 		r.Body = body
 	}
-	rw := getReplayWriter(w, true, body)
+	rw := getReplayWriter(w, true, body, origin)
 	err := next.ServeHTTP(rw, r)
 	if !rw.held {
 		rw.put()
@@ -366,6 +441,12 @@ func (h *Handler) serveReplayable(w http.ResponseWriter, r *http.Request, next c
 		}
 		r.Body = rest
 	}
+	if h.id.relogins.suppressed(routed, now()) {
+		// This resource refused a new token lately: its 401 is its own.
+		h.id.countReplay("suppressed")
+		rw.release()
+		return err
+	}
 	// API Manager refused a token that has not expired: revoked, signed
 	// out elsewhere, or signed with a key it no longer has. Retire exactly
 	// that token; a newer one another request fetched stays.
@@ -378,14 +459,22 @@ func (h *Handler) serveReplayable(w http.ResponseWriter, r *http.Request, next c
 	h.id.log().Info("API Manager refused the token before its expiry; replaying with a new one",
 		zap.String("identity", h.id.name), zap.String("method", r.Method), zap.String("path", r.URL.Path))
 	r.Header["Authorization"] = t2.HeaderValues
-	second := getReplayWriter(w, false, nil)
+	second := getReplayWriter(w, false, nil, origin)
 	defer second.put()
 	err = next.ServeHTTP(second, r)
-	if second.status == http.StatusUnauthorized {
-		h.id.countReplay("refused_again")
-	} else {
+	if second.status != http.StatusUnauthorized {
+		h.id.relogins.replayed(routed)
 		h.id.countReplay("ok")
+		return err
 	}
+	h.id.countReplay("refused_again")
+	pause, whole := h.id.relogins.refusedAgain(routed, now())
+	scope := zap.String("path", r.URL.Path)
+	if whole {
+		scope = zap.String("scope", "every path of this identity")
+	}
+	h.id.log().Warn("API Manager refused a new token too: the resource refuses, not the token; its 401s go to the client without a new login for a while",
+		zap.String("identity", h.id.name), scope, zap.Duration("pause", pause))
 	return err
 }
 

@@ -87,6 +87,10 @@ type replayWriter struct {
 	hdr  http.Header
 	hold bool        // a 401 may be held
 	body *replayBody // nil: no body; a body over its limit forbids holding
+	// origin is the allowed origin of a browser request, "" for none:
+	// the upstream's Access-Control-* headers are replaced (see
+	// fixCORSHeaders).
+	origin string
 
 	status   int
 	passed   bool
@@ -98,10 +102,11 @@ type replayWriter struct {
 var replayWriters = sync.Pool{New: func() any { return &replayWriter{hdr: make(http.Header)} }}
 
 // getReplayWriter wraps w; hold says whether a 401 may be held, as long as
-// body (when not nil) has not outgrown its limit. Give it back with put.
-func getReplayWriter(w http.ResponseWriter, hold bool, body *replayBody) *replayWriter {
+// body (when not nil) has not outgrown its limit; origin is the allowed
+// origin of a browser request, or "". Give it back with put.
+func getReplayWriter(w http.ResponseWriter, hold bool, body *replayBody, origin string) *replayWriter {
 	rw := replayWriters.Get().(*replayWriter)
-	rw.w, rw.hold, rw.body = w, hold, body
+	rw.w, rw.hold, rw.body, rw.origin = w, hold, body, origin
 	for k, v := range w.Header() {
 		rw.hdr[k] = v
 	}
@@ -154,13 +159,15 @@ func (rw *replayWriter) WriteHeader(code int) {
 	rw.w.WriteHeader(code)
 }
 
-// copyHeader makes the real header map equal to rw.hdr.
+// copyHeader makes the real header map equal to rw.hdr, with the CORS
+// headers fixed.
 func (rw *replayWriter) copyHeader() {
 	dst := rw.w.Header()
 	clear(dst)
 	for k, v := range rw.hdr {
 		dst[k] = v
 	}
+	fixCORSHeaders(dst, rw.origin)
 }
 
 func (rw *replayWriter) Write(p []byte) (int, error) {
