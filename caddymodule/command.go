@@ -31,7 +31,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "apic-proxy",
-		Usage: "[--from <addr>] [--to <url>] [--realm <realm>] [--username <user>] [--client-id <id>] [--password-file <file>] [--client-secret-file <file>] [--api-key-file <file>] [--insecure] [--ca-cert <pem>] [--demo]",
+		Usage: "[--from <addr>] [--to <url>] [--realm <realm>] [--username <user>] [--client-id <id>] [--password-file <file>] [--client-secret-file <file>] [--api-key-file <file>] [--insecure] [--ca-cert <pem>] [--allowed-host <host>] [--demo]",
 		Short: "Proxy to API Connect, logging in and injecting the bearer token",
 		Long: `
 Starts a local authenticating proxy in front of an IBM API Connect
@@ -54,6 +54,12 @@ username and password) from APIC_API_KEY or --api-key-file.
 stays on loopback; name another address to listen beyond this machine, and
 put authentication in front (see README).
 
+Only requests for a loopback host name (localhost, 127.0.0.1, [::1]) are
+forwarded, so that no web page can reach the proxy by DNS rebinding, and
+no request from a web page (Origin or Sec-Fetch-Site) is forwarded at all.
+--allowed-host names one more host clients may use (repeatable), such as
+a Kubernetes Service name.
+
 --demo starts the built-in API Connect simulator on a loopback port and
 proxies to it as its Cloud Manager user, so everything can be tried
 without an API Manager.
@@ -62,6 +68,7 @@ without an API Manager.
 			fs := cmd.Flags()
 			fs.String("from", envOr("APIC_PROXY_FROM", "127.0.0.1:9080"), "address to listen on ($APIC_PROXY_FROM)")
 			addLoginFlags(cmd, "provider/default-idp-2")
+			fs.StringArray("allowed-host", nil, "host name clients may use besides loopback ones (repeatable)")
 			fs.Bool("demo", false, "proxy to the built-in API Connect simulator")
 			fs.Bool("access-log", false, "log every request")
 			fs.Bool("debug", false, "log at debug level")
@@ -91,6 +98,7 @@ type proxyOptions struct {
 	ClientSecret string
 	Insecure     bool
 	CACerts      []string
+	AllowedHosts []string
 	AccessLog    bool
 	Debug        bool
 }
@@ -109,6 +117,9 @@ func cmdAPICProxy(fl caddycmd.Flags) (int, error) {
 	}
 	var err error
 	if opts.CACerts, err = fl.GetStringArray("ca-cert"); err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	if opts.AllowedHosts, err = fl.GetStringArray("allowed-host"); err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
 	if fl.Bool("demo") {
@@ -384,6 +395,7 @@ func (o *proxyOptions) config() (*caddy.Config, string, error) {
 	auth := Handler{
 		Server: o.To, ClientID: o.ClientID, ClientSecret: o.ClientSecret,
 		TLSInsecureSkipVerify: o.Insecure, TLSTrustedCACerts: o.CACerts,
+		AllowedHosts: o.AllowedHosts,
 	}
 	if o.APIKey != "" {
 		auth.APIKey = o.APIKey

@@ -109,6 +109,19 @@ func TestQuickStartProxiesWithPrefixAndHost(t *testing.T) {
 	if status != 200 || string(body) != `{"username":"developer"}` {
 		t.Fatalf("GET /api/me: %d %s", status, body)
 	}
+	// No path may climb out of the prefix to another backend.
+	for _, target := range []string{"/api/..%2f..%2f..%2f..%2fother", "/api/%2e%2e/%2e%2e/%2e%2e/%2e%2e/other", "/other"} {
+		req, _ := http.NewRequest("GET", "http://localhost/", nil)
+		req.URL.Opaque = target
+		resp, err := e.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 400 && resp.StatusCode != 404 {
+			t.Fatalf("GET %s: %d, want it refused", target, resp.StatusCode)
+		}
+	}
 	want := strings.TrimPrefix(upstream.URL, "http://")
 	mu.Lock()
 	defer mu.Unlock()
@@ -117,6 +130,19 @@ func TestQuickStartProxiesWithPrefixAndHost(t *testing.T) {
 	}
 	if sim.TokenRequests("password", "ok") != 1 {
 		t.Fatal("no token request under the prefix")
+	}
+}
+
+func TestQuickStartAllowedHosts(t *testing.T) {
+	opts := proxyOptions{To: "https://h", APIKey: "{env.K}", ClientID: "id", ClientSecret: "{env.S}",
+		From: "127.0.0.1:9080", AllowedHosts: []string{"apic-auth-proxy.tools.svc"}}
+	cfg, _, err := opts.config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgJSON, _ := json.Marshal(cfg)
+	if !strings.Contains(string(cfgJSON), `"allowed_hosts":["apic-auth-proxy.tools.svc"]`) {
+		t.Fatalf("config %s lacks the allowed host", cfgJSON)
 	}
 }
 

@@ -115,6 +115,8 @@ type testSocket struct {
 	gate sync.RWMutex
 	// sentinel is an idle connection to the running server.
 	sentinel net.Conn
+	// closeIdle closes the client's idle connections.
+	closeIdle func()
 }
 
 // socket returns a client of the unix socket at path, handed over at every
@@ -130,6 +132,7 @@ func (e *testEnv) socket(path string) *testSocket {
 		IdleConnTimeout: 500 * time.Millisecond,
 	}
 	s.client = &http.Client{Transport: transport, Timeout: 30 * time.Second}
+	s.closeIdle = transport.CloseIdleConnections
 	e.t.Cleanup(func() {
 		transport.CloseIdleConnections()
 		if s.sentinel != nil {
@@ -182,6 +185,10 @@ func (s *testSocket) handOver() error {
 		if !errors.Is(err, io.EOF) {
 			return fmt.Errorf("the previous server on %s did not close its idle connection after the reload: %v", s.path, err)
 		}
+		// The old server closed the client's idle connections too, but
+		// the client may not have seen it yet: a request on one would
+		// fail, and Go resends only some (GET, not POST) by itself.
+		s.closeIdle()
 	}
 	return s.openSentinel()
 }

@@ -20,24 +20,39 @@ import (
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
 )
 
-func provision(t *testing.T, h *Handler) error {
+func provision(t testing.TB, h *Handler) error {
 	t.Helper()
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	t.Cleanup(func() {
-		_ = h.Cleanup()
-		cancel()
-	})
+	ctx := testContext(t)
+	t.Cleanup(func() { _ = h.Cleanup() })
 	return h.Provision(ctx)
 }
 
-func provisionB(b *testing.B, h *Handler) error {
-	b.Helper()
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	b.Cleanup(func() {
-		_ = h.Cleanup()
-		cancel()
-	})
-	return h.Provision(ctx)
+func provisionB(b *testing.B, h *Handler) error { return provision(b, h) }
+
+// contextApp is a test app that hands out the context of the config it is
+// loaded in: a handler provisioned with it finds the config's apps.
+type contextApp struct{}
+
+var capturedContext caddy.Context
+
+func (contextApp) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "apic_auth_test_context", New: func() caddy.Module { return new(contextApp) }}
+}
+func (*contextApp) Provision(ctx caddy.Context) error { capturedContext = ctx; return nil }
+func (*contextApp) Start() error                      { return nil }
+func (*contextApp) Stop() error                       { return nil }
+
+func init() { caddy.RegisterModule(contextApp{}) }
+
+// testContext runs a config with nothing but contextApp and returns its
+// context; Caddy stops at the end of the test.
+func testContext(t testing.TB) caddy.Context {
+	t.Helper()
+	if err := caddy.Load([]byte(`{"admin":{"disabled":true,"config":{"persist":false}},"apps":{"apic_auth_test_context":{}}}`), true); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = caddy.Stop() })
+	return capturedContext
 }
 
 func simHandler(url string) *Handler {
@@ -119,7 +134,7 @@ func TestProvisionResolvesPlaceholders(t *testing.T) {
 		t.Fatalf("provision rewrote the config: %q %q", h.Password, h.ClientSecret)
 	}
 	rec := httptest.NewRecorder()
-	req := httptest.NewRequest("GET", "/api/me", nil)
+	req := httptest.NewRequest("GET", "http://localhost/api/me", nil)
 	var got string
 	err = h.ServeHTTP(rec, req, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		got = r.Header.Get("Authorization")
@@ -151,7 +166,7 @@ func TestServeHTTPSetsPrebuiltHeader(t *testing.T) {
 		return nil
 	})
 	for _, client := range []string{"", "Basic Zm9vOmJhcg==", "Bearer stale"} {
-		req := httptest.NewRequest("GET", "/api/me", nil)
+		req := httptest.NewRequest("GET", "http://localhost/api/me", nil)
 		if client != "" {
 			req.Header.Add("Authorization", client)
 			req.Header.Add("Authorization", "Bearer second")
@@ -186,7 +201,7 @@ func TestServeHTTPClientGoneIsNot502(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	req := httptest.NewRequest("GET", "/api/me", nil).WithContext(ctx)
+	req := httptest.NewRequest("GET", "http://localhost/api/me", nil).WithContext(ctx)
 	rec := httptest.NewRecorder()
 	err = h.ServeHTTP(rec, req, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
 		t.Error("next called without a token")
@@ -265,7 +280,7 @@ func TestFailureMessages(t *testing.T) {
 				t.Fatal(err)
 			}
 			rec := httptest.NewRecorder()
-			err := tc.h.ServeHTTP(rec, httptest.NewRequest("GET", "/api/me", nil), caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
+			err := tc.h.ServeHTTP(rec, httptest.NewRequest("GET", "http://localhost/api/me", nil), caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
 				t.Error("next called without a token")
 				return nil
 			}))
