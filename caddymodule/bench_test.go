@@ -47,7 +47,7 @@ func BenchmarkServeHTTP(b *testing.B) {
 		w.WriteHeader(http.StatusOK)
 		return nil
 	})
-	req := httptest.NewRequest("GET", "/api/me", nil)
+	req := httptest.NewRequest("GET", "http://localhost/api/me", nil)
 	w := &nopWriter{h: make(http.Header)}
 	if err := h.ServeHTTP(w, req, next); err != nil { // fetch the token
 		b.Fatal(err)
@@ -68,13 +68,13 @@ func BenchmarkServeHTTPParallel(b *testing.B) {
 		w.WriteHeader(http.StatusOK)
 		return nil
 	})
-	if err := h.ServeHTTP(&nopWriter{h: make(http.Header)}, httptest.NewRequest("GET", "/api/me", nil), next); err != nil {
+	if err := h.ServeHTTP(&nopWriter{h: make(http.Header)}, httptest.NewRequest("GET", "http://localhost/api/me", nil), next); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
-		req := httptest.NewRequest("GET", "/api/me", nil)
+		req := httptest.NewRequest("GET", "http://localhost/api/me", nil)
 		w := &nopWriter{h: make(http.Header)}
 		for pb.Next() {
 			if err := h.ServeHTTP(w, req, next); err != nil {
@@ -93,7 +93,7 @@ func BenchmarkBaseline(b *testing.B) {
 		w.WriteHeader(http.StatusOK)
 		return nil
 	})
-	req := httptest.NewRequest("GET", "/api/me", nil)
+	req := httptest.NewRequest("GET", "http://localhost/api/me", nil)
 	w := &nopWriter{h: make(http.Header)}
 	b.ReportAllocs()
 	for b.Loop() {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -123,23 +124,27 @@ func (g *guard) checkCaller(r *http.Request) (string, *refusal) {
 }
 
 // hostAllowed reports whether a Host header names this machine's loopback
-// or an allowed host.
+// or an allowed host, on any port. It runs on every request: it does not
+// allocate.
 func (g *guard) hostAllowed(hostport string) bool {
 	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") {
+		host = host[:i] // a port; an IPv6 address is in brackets
+	}
+	if len(host) > 1 && host[0] == '[' && host[len(host)-1] == ']' {
 		host = host[1 : len(host)-1]
 	}
-	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	host = strings.TrimSuffix(host, ".")
 	if host == "" {
 		return false
 	}
-	if host == "localhost" || g.hosts[host] {
+	if strings.EqualFold(host, "localhost") {
 		return true
 	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.Unmap().IsLoopback()
+	}
+	return len(g.hosts) > 0 && g.hosts[strings.ToLower(host)]
 }
 
 // overUnixSocket reports whether r came over a unix socket, which only
@@ -160,7 +165,11 @@ func browserOrigin(r *http.Request) (string, bool) {
 		}
 		return v[0], true
 	}
-	switch site := r.Header.Get("Sec-Fetch-Site"); site {
+	var site string
+	if v := r.Header["Sec-Fetch-Site"]; len(v) > 0 {
+		site = v[0]
+	}
+	switch site {
 	case "", "none":
 		return "", false
 	case "same-origin":
@@ -184,6 +193,14 @@ var errPathEscape = errors.New("the path has dot-segments, backslashes or encode
 // such a path could be normalised by an ingress into one outside the
 // configured server prefix, with the token.
 func routedPath(u *url.URL) (string, error) {
+	if p, ok := plainPath(u); ok {
+		return p, nil
+	}
+	return checkedPath(u)
+}
+
+// checkedPath is routedPath for any path.
+func checkedPath(u *url.URL) (string, error) {
 	cur := u.EscapedPath()
 	for range 3 {
 		if strings.ContainsRune(cur, '\\') || containsFold(cur, "%2f") || containsFold(cur, "%5c") {
@@ -213,6 +230,36 @@ func routedPath(u *url.URL) (string, error) {
 		p = strings.TrimSuffix(p, "/")
 	}
 	return p, nil
+}
+
+// plainPath is routedPath's fast path for the common case, a path of
+// lower-case letters, digits and - _ . ~ : @ without "//", "/." or
+// escapes: it is its own routed path (without a trailing slash).
+func plainPath(u *url.URL) (string, bool) {
+	p := u.Path
+	if u.RawPath != "" || p == "" || p[0] != '/' {
+		return "", false
+	}
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		switch {
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_', c == '~', c == ':', c == '@':
+		case c == '/':
+			if i+1 < len(p) && (p[i+1] == '/' || p[i+1] == '.') {
+				return "", false
+			}
+		case c == '.':
+			if p[i-1] == '/' {
+				return "", false
+			}
+		default:
+			return "", false
+		}
+	}
+	if len(p) > 1 {
+		p = strings.TrimSuffix(p, "/")
+	}
+	return p, true
 }
 
 func containsFold(s, sub string) bool {

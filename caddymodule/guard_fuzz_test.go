@@ -47,6 +47,11 @@ func FuzzGuard(f *testing.F) {
 		if err != nil {
 			return
 		}
+		if fast, ok := plainPath(u); ok {
+			if slow, err := checkedPath(u); err != nil || slow != fast {
+				t.Fatalf("path %q: fast path %q, checked path %q, %v", target, fast, slow, err)
+			}
+		}
 		routed, err := routedPath(u)
 		if err != nil {
 			return
