@@ -387,3 +387,30 @@ func TestPlainHTTPWarning(t *testing.T) {
 		}
 	}
 }
+
+func TestGuardOptionErrors(t *testing.T) {
+	for _, tc := range []struct {
+		h    Handler
+		want string
+	}{
+		{Handler{AllowedHosts: []string{"https://proxy.example"}}, "allowed_hosts: want a host name or IP address"},
+		{Handler{AllowedHosts: []string{"proxy.example:9080"}}, "allowed_hosts: want a host name or IP address"},
+		{Handler{AllowedOrigins: []string{"null"}}, "allowed_origins: want an origin such as https://tools.example.com"},
+		{Handler{AllowedOrigins: []string{"*"}}, "allowed_origins:"},
+		{Handler{AllowedOrigins: []string{"https://tools.example.com/app"}}, "allowed_origins:"},
+		{Handler{RequireHeader: "X Bad"}, "require_header: want a header name"},
+		{Handler{Paths: []string{"api/"}}, "paths: want a path prefix such as /api/"},
+	} {
+		_, err := newGuard(&tc.h)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: error %v, want %q", tc.h, err, tc.want)
+		}
+	}
+	g, err := newGuard(&Handler{AllowedHosts: []string{"Proxy.Tools.Svc.", "[::2]"}, AllowedOrigins: []string{"HTTPS://Tools.Example.com"}, Paths: []string{"/API"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !g.hosts["proxy.tools.svc"] || !g.hosts["::2"] || !g.origins["https://tools.example.com"] || g.paths[0] != "/api/" {
+		t.Fatalf("guard %+v", g)
+	}
+}
