@@ -1,17 +1,14 @@
 package caddymodule
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -22,10 +19,9 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/rewrite"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
-	"golang.org/x/term"
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apic"
-	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
+	"github.com/apic-tools/apic-auth-proxy/internal/toolkit"
 )
 
 func init() {
@@ -66,8 +62,8 @@ without an API Manager.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
 			fs := cmd.Flags()
-			fs.String("from", envOr("APIC_PROXY_FROM", "127.0.0.1:9080"), "address to listen on ($APIC_PROXY_FROM)")
-			addLoginFlags(cmd, "provider/default-idp-2")
+			fs.String("from", toolkit.EnvOr("APIC_PROXY_FROM", "127.0.0.1:9080"), "address to listen on ($APIC_PROXY_FROM)")
+			toolkit.AddLoginFlags(cmd, "provider/default-idp-2")
 			fs.StringArray("allowed-host", nil, "host name clients may use besides loopback ones (repeatable)")
 			fs.Bool("demo", false, "proxy to the built-in API Connect simulator")
 			fs.Bool("access-log", false, "log every request")
@@ -75,13 +71,6 @@ without an API Manager.
 			cmd.RunE = caddycmd.WrapCommandFuncForCobra(cmdAPICProxy)
 		},
 	})
-}
-
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
 }
 
 // proxyOptions are the quick start's settings. Secret fields hold
@@ -123,16 +112,16 @@ func cmdAPICProxy(fl caddycmd.Flags) (int, error) {
 		return caddy.ExitCodeFailedStartup, err
 	}
 	if fl.Bool("demo") {
-		addr, err := startDemoSimulator()
+		if Demo == nil {
+			return caddy.ExitCodeFailedStartup, errors.New("--demo: this build has no simulator; the apic-auth-proxy binary (cmd/apic-auth-proxy) has one")
+		}
+		d, err := Demo()
 		if err != nil {
 			return caddy.ExitCodeFailedStartup, err
 		}
-		opts.To = "http://" + addr
-		opts.Realm = apicsim.DefaultAdminRealm
-		opts.Username = apicsim.DefaultAdminUsername
-		opts.ClientID = apicsim.DefaultClientID
-		opts.Password = secretPlaceholder("APIC_AUTH_PROXY_DEMO_PASSWORD", apicsim.DefaultAdminPassword)
-		opts.ClientSecret = secretPlaceholder("APIC_AUTH_PROXY_DEMO_CLIENT_SECRET", apicsim.DefaultClientSecret)
+		opts.To, opts.Realm, opts.Username, opts.ClientID = d.Server, d.Realm, d.Username, d.ClientID
+		opts.Password = secretPlaceholder("APIC_AUTH_PROXY_DEMO_PASSWORD", d.Password)
+		opts.ClientSecret = secretPlaceholder("APIC_AUTH_PROXY_DEMO_CLIENT_SECRET", d.ClientSecret)
 	} else if err := opts.readSecrets(fl); err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
@@ -177,167 +166,25 @@ func secretPlaceholder(name, value string) string {
 // readSecrets picks each secret's source: a file, an APIC_* variable, or
 // (for the password) standard input.
 func (o *proxyOptions) readSecrets(fl caddycmd.Flags) error {
-	src := gatherCredentials(fl)
-	o.ClientSecret = src.clientSecret.placeholder()
-	if src.apiKey.set() {
-		o.APIKey = src.apiKey.placeholder()
+	src := toolkit.GatherCredentials(fl)
+	o.ClientSecret = src.ClientSecret.Placeholder()
+	if src.APIKey.Set() {
+		o.APIKey = src.APIKey.Placeholder()
 		return nil
 	}
-	if src.password.set() {
-		o.Password = src.password.placeholder()
+	if src.Password.Set() {
+		o.Password = src.Password.Placeholder()
 		return nil
 	}
 	if o.Username == "" {
 		return nil // config() names what is missing
 	}
-	pw, err := readPassword(os.Stdin, os.Stderr, o.Username)
+	pw, err := toolkit.ReadPassword(os.Stdin, os.Stderr, o.Username)
 	if err != nil {
 		return err
 	}
 	o.Password = secretPlaceholder("APIC_AUTH_PROXY_PASSWORD", pw)
 	return nil
-}
-
-// addLoginFlags registers the flags shared by the commands that log in
-// (apic-proxy, apic-token, apic-register): where API Connect is, how to
-// trust it, and who logs in. defaultRealm is the realm when neither
-// --realm nor APIC_REALM names one. Secrets have file flags only.
-func addLoginFlags(cmd *cobra.Command, defaultRealm string) {
-	addServerFlags(cmd)
-	fs := cmd.Flags()
-	fs.String("realm", envOr("APIC_REALM", defaultRealm), "realm of the user ($APIC_REALM)")
-	fs.String("username", os.Getenv("APIC_USERNAME"), "user name ($APIC_USERNAME)")
-	fs.String("client-id", os.Getenv("APIC_CLIENT_ID"), "registration client id ($APIC_CLIENT_ID)")
-	fs.String("password-file", "", "file holding the password (else $APIC_PASSWORD, else standard input)")
-	fs.String("client-secret-file", "", "file holding the client secret (else $APIC_CLIENT_SECRET)")
-	fs.String("api-key-file", "", "file holding an API key, instead of username and password (else $APIC_API_KEY)")
-}
-
-// addServerFlags registers where API Connect is and how to trust it:
-// --to, --insecure and --ca-cert.
-func addServerFlags(cmd *cobra.Command) {
-	fs := cmd.Flags()
-	fs.String("to", os.Getenv("APIC_SERVER"), "API Connect platform API base URL, scheme://host[:port][/prefix] ($APIC_SERVER)")
-	fs.Bool("insecure", false, "do not verify API Connect's TLS certificate (INSECURE)")
-	fs.StringArray("ca-cert", nil, "PEM file of a certificate authority to trust for API Connect (repeatable)")
-}
-
-// secretSource is where one secret comes from: a file named by a flag, or
-// an APIC_* variable. The zero value is neither.
-type secretSource struct {
-	flag string // the file flag, for errors
-	file string
-	env  string // the variable's name
-}
-
-func (s secretSource) set() bool { return s.file != "" || s.env != "" }
-
-// placeholder is the Caddy placeholder that reads the secret, so that a
-// config holds the placeholder and not the secret; "" for none.
-func (s secretSource) placeholder() string {
-	switch {
-	case s.file != "":
-		return "{file." + s.file + "}"
-	case s.env != "":
-		return "{env." + s.env + "}"
-	}
-	return ""
-}
-
-// value reads the secret: the variable's value, or the file's content
-// without its final line ending (as Caddy's {file.*} reads it); "" for
-// none. Errors name the flag and the file, never the content.
-func (s secretSource) value() (string, error) {
-	switch {
-	case s.file != "":
-		b, err := os.ReadFile(s.file)
-		if err != nil {
-			return "", fmt.Errorf("--%s: %v", s.flag, err)
-		}
-		v := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
-		if v == "" {
-			return "", fmt.Errorf("--%s: %s is empty", s.flag, s.file)
-		}
-		return v, nil
-	case s.env != "":
-		return os.Getenv(s.env), nil
-	}
-	return "", nil
-}
-
-// credentialSources are where the secrets of one login come from. A
-// password with no source comes from standard input.
-type credentialSources struct {
-	password, clientSecret, apiKey secretSource
-}
-
-// gatherCredentials picks each secret's source, for every command that
-// logs in: its --*-file flag first, then its APIC_* variable. With an API
-// key there is no password.
-func gatherCredentials(fl caddycmd.Flags) credentialSources {
-	pick := func(flag, env string) secretSource {
-		if f := fl.String(flag); f != "" {
-			return secretSource{flag: flag, file: f}
-		}
-		if os.Getenv(env) != "" {
-			return secretSource{flag: flag, env: env}
-		}
-		return secretSource{flag: flag}
-	}
-	src := credentialSources{
-		clientSecret: pick("client-secret-file", "APIC_CLIENT_SECRET"),
-		apiKey:       pick("api-key-file", "APIC_API_KEY"),
-	}
-	if !src.apiKey.set() {
-		src.password = pick("password-file", "APIC_PASSWORD")
-	}
-	return src
-}
-
-// readPassword reads a password from a terminal without echo, or the first
-// line of piped input.
-func readPassword(in *os.File, prompt io.Writer, user string) (string, error) {
-	s := &secretInput{in: in, prompt: prompt}
-	return s.read(fmt.Sprintf("API Connect password for %s: ", user), "password",
-		"set APIC_PASSWORD, use --password-file, or pipe it on standard input")
-}
-
-// secretInput reads secrets from standard input: from a terminal without
-// echo, after a prompt; else one line of piped input each, in order.
-type secretInput struct {
-	in     io.Reader
-	prompt io.Writer
-	br     *bufio.Reader // piped input, kept between reads
-}
-
-// read reads one secret. what names it in errors ("password"); hint says
-// where else it can come from.
-func (s *secretInput) read(prompt, what, hint string) (string, error) {
-	if f, ok := s.in.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		fd := int(f.Fd())
-		fmt.Fprint(s.prompt, prompt)
-		b, err := term.ReadPassword(fd)
-		fmt.Fprintln(s.prompt)
-		if err != nil {
-			return "", fmt.Errorf("reading the %s: %v", what, err)
-		}
-		if len(b) == 0 {
-			return "", fmt.Errorf("no %s given", what)
-		}
-		return string(b), nil
-	}
-	if s.br == nil {
-		s.br = bufio.NewReader(s.in)
-	}
-	line, err := s.br.ReadString('\n')
-	line = strings.TrimRight(line, "\r\n")
-	if line == "" {
-		if err != nil && !errors.Is(err, io.EOF) {
-			return "", fmt.Errorf("reading the %s from standard input: %v", what, err)
-		}
-		return "", fmt.Errorf("no %s: %s", what, hint)
-	}
-	return line, nil
 }
 
 // listenAddress turns --from into a listener address. A missing host means
@@ -450,18 +297,12 @@ func (o *proxyOptions) config() (*caddy.Config, string, error) {
 	return cfg, listen, nil
 }
 
-// startDemoSimulator serves the API Connect simulator on a loopback port
-// for the life of the process.
-func startDemoSimulator() (string, error) {
-	sim, err := apicsim.New(apicsim.DefaultConfig())
-	if err != nil {
-		return "", err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("starting the demo simulator: %v", err)
-	}
-	srv := &http.Server{Handler: sim, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	return ln.Addr().String(), nil
+// DemoTarget is the API Connect server and identity --demo proxies to.
+type DemoTarget struct {
+	Server, Realm, Username, Password, ClientID, ClientSecret string
 }
+
+// Demo starts what --demo proxies to, for the life of the process. The
+// apic-auth-proxy binary sets it to the built-in simulator; a build of
+// this package alone (xcaddy) leaves it nil, and --demo says so.
+var Demo func() (DemoTarget, error)

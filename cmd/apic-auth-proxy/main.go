@@ -1,5 +1,6 @@
-// Command apic-auth-proxy is Caddy with the standard modules and the
-// apic_auth handler built in.
+// Command apic-auth-proxy is Caddy with the standard modules, the
+// apic_auth handler, the toolkit's commands and, for apic-proxy --demo,
+// the API Connect simulator built in.
 package main
 
 import (
@@ -8,6 +9,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/apic-tools/apic-auth-proxy/caddymodule"
+	_ "github.com/apic-tools/apic-auth-proxy/toolkitcmd"
 )
 
 func main() {

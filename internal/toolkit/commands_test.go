@@ -1,4 +1,4 @@
-package caddymodule
+package toolkit
 
 import (
 	"bytes"
@@ -81,8 +81,13 @@ func developerEnv(t *testing.T, server string) {
 // standard input.
 func runChore(t *testing.T, stdin string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
-	c, ok := caddycmd.Commands()[args[0]]
-	if !ok {
+	var c caddycmd.Command
+	for _, cmd := range Commands() {
+		if cmd.Name == args[0] {
+			c = cmd
+		}
+	}
+	if c.Name == "" {
 		t.Fatalf("no command %s", args[0])
 	}
 	cmd := &cobra.Command{Use: c.Name, Short: c.Short}
@@ -132,59 +137,6 @@ func writeTestFile(t *testing.T, dir, name, content string, mode os.FileMode) st
 		t.Fatal(err)
 	}
 	return p
-}
-
-func TestChoreCommandsRegistered(t *testing.T) {
-	cmds := caddycmd.Commands()
-	for _, name := range []string{"apic-proxy", "apic-token", "apic-register", "apic-realms"} {
-		c, ok := cmds[name]
-		if !ok {
-			t.Errorf("command %s is not registered", name)
-			continue
-		}
-		if c.Short == "" || c.Long == "" || c.CobraFunc == nil {
-			t.Errorf("command %s lacks its help or its function", name)
-		}
-	}
-}
-
-// TestChoresShareTheLoginFlags checks that the commands that log in have
-// apic-proxy's flags with the same help, and that none takes a secret as
-// a flag value.
-func TestChoresShareTheLoginFlags(t *testing.T) {
-	flags := func(name string) *cobra.Command {
-		cmd := &cobra.Command{Use: name}
-		caddycmd.Commands()[name].CobraFunc(cmd)
-		return cmd
-	}
-	proxy := flags("apic-proxy")
-	for _, name := range []string{"apic-token", "apic-register"} {
-		cmd := flags(name)
-		for _, f := range []string{"to", "realm", "username", "client-id", "password-file", "client-secret-file", "api-key-file", "insecure", "ca-cert"} {
-			pf, cf := proxy.Flags().Lookup(f), cmd.Flags().Lookup(f)
-			if cf == nil || cf.Usage != pf.Usage {
-				t.Errorf("%s --%s: %v, want apic-proxy's", name, f, cf)
-			}
-		}
-		for _, f := range []string{"credentials", "server", "timeout"} {
-			if cmd.Flags().Lookup(f) == nil {
-				t.Errorf("%s has no --%s", name, f)
-			}
-		}
-	}
-	for _, name := range []string{"apic-proxy", "apic-token", "apic-register", "apic-realms"} {
-		for _, f := range []string{"password", "client-secret", "api-key", "test-password"} {
-			if flags(name).Flags().Lookup(f) != nil {
-				t.Errorf("%s takes the secret --%s as a flag value", name, f)
-			}
-		}
-	}
-	if got := flags("apic-register").Flags().Lookup("realm").DefValue; got != defaultAdminRealm {
-		t.Errorf("apic-register's default realm %q, want %s", got, defaultAdminRealm)
-	}
-	if got := flags("apic-token").Flags().Lookup("realm").DefValue; got != defaultProviderRealm {
-		t.Errorf("apic-token's default realm %q, want %s", got, defaultProviderRealm)
-	}
 }
 
 func TestAPICTokenPrintsJWT(t *testing.T) {

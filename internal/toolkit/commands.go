@@ -1,4 +1,4 @@
-package caddymodule
+package toolkit
 
 import (
 	"context"
@@ -19,11 +19,6 @@ import (
 	"github.com/apic-tools/apic-auth-proxy/internal/apic"
 )
 
-// The toolkit's chores: apic-token, apic-register and apic-realms. Each
-// is a function of (ctx, options, stdout, stderr); the cobra glue reads
-// the options from the flags, the APIC_* variables, files and standard
-// input.
-
 // Defaults of the chores.
 const (
 	defaultAdminRealm    = "admin/default-idp-1"
@@ -42,8 +37,9 @@ toolkit's credentials.json ("Download toolkit" in API Manager). A flag
 given on the command line wins over the file; the file wins over the
 APIC_* variables.`
 
-func init() {
-	caddycmd.RegisterCommand(caddycmd.Command{
+// Commands returns the toolkit's commands, for caddycmd.RegisterCommand.
+func Commands() []caddycmd.Command {
+	return []caddycmd.Command{{
 		Name:  "apic-token",
 		Usage: "[--to <url>] [--credentials <credentials.json>] [--realm <realm>] [--username <user>] [--client-id <id>] [--password-file <file>] [--client-secret-file <file>] [--api-key-file <file>] [--insecure] [--ca-cert <pem>] [--json | --check] [--apic-config [--apic-config-file <file>]]",
 		Short: "Log in to API Connect and print the access token",
@@ -74,7 +70,7 @@ says where the token went.
 ` + secretsHelp + `
 `,
 		CobraFunc: func(cmd *cobra.Command) {
-			addLoginFlags(cmd, defaultProviderRealm)
+			AddLoginFlags(cmd, defaultProviderRealm)
 			addChoreFlags(cmd)
 			fs := cmd.Flags()
 			fs.Bool("json", false, "print the whole token response as JSON")
@@ -90,9 +86,7 @@ says where the token went.
 				return runAPICToken(ctx, o, stdout, stderr)
 			})
 		},
-	})
-
-	caddycmd.RegisterCommand(caddycmd.Command{
+	}, {
 		Name:  "apic-register",
 		Usage: "<registration.yaml|json> [--to <url>] [--credentials <credentials.json>] [--realm <realm>] [--username <user>] [--client-id <id>] [--password-file <file>] [--client-secret-file <file>] [--api-key-file <file>] [--insecure] [--ca-cert <pem>] [--test-username <user>] [--test-realm <realm>] [--test-password-file <file>]",
 		Short: "Create a client registration in API Connect and prove it",
@@ -123,7 +117,7 @@ password when both are read from there).
 ` + secretsHelp + `
 `,
 		CobraFunc: func(cmd *cobra.Command) {
-			addLoginFlags(cmd, defaultAdminRealm)
+			AddLoginFlags(cmd, defaultAdminRealm)
 			addChoreFlags(cmd)
 			fs := cmd.Flags()
 			fs.String("test-username", "", "user to request a token for with the new registration (none: no token request)")
@@ -138,9 +132,7 @@ password when both are read from there).
 				return runAPICRegister(ctx, o, stdout, stderr)
 			})
 		},
-	})
-
-	caddycmd.RegisterCommand(caddycmd.Command{
+	}, {
 		Name:  "apic-realms",
 		Usage: "--server <url> [--credentials <credentials.json>] [--insecure] [--ca-cert <pem>] [--json]",
 		Short: "List API Connect's identity providers and their realms",
@@ -172,7 +164,7 @@ server from the toolkit's credentials.json.
 				return runAPICRealms(ctx, realmsOptions{serverOptions: so, JSON: fl.Bool("json")}, stdout, stderr)
 			})
 		},
-	})
+	}}
 }
 
 // addChoreFlags registers the flags the chores add to addServerFlags':
@@ -292,7 +284,7 @@ type loginOptions struct {
 	serverOptions
 	Credentials apic.Credentials
 	// passwordFromStdin: the password is still to be read from standard
-	// input (readPassword does it).
+	// input (ReadPassword does it).
 	passwordFromStdin bool
 }
 
@@ -301,7 +293,7 @@ type loginOptions struct {
 // command line, else from --credentials, else from APIC_CLIENT_ID and
 // APIC_CLIENT_SECRET. It checks all it can before any password is asked
 // for; a password that is to come from standard input is read by
-// readPassword.
+// ReadPassword.
 func loginFromFlags(fl caddycmd.Flags) (loginOptions, error) {
 	so, tk, err := serverFromFlags(fl)
 	if err != nil {
@@ -310,25 +302,25 @@ func loginFromFlags(fl caddycmd.Flags) (loginOptions, error) {
 	o := loginOptions{serverOptions: so}
 	cr := &o.Credentials
 	cr.Realm, cr.Username, cr.ClientID = fl.String("realm"), fl.String("username"), fl.String("client-id")
-	src := gatherCredentials(fl)
+	src := GatherCredentials(fl)
 	// The file's secret goes with the file's client id only.
 	if tk != nil && (!fl.Changed("client-id") || cr.ClientID == tk.ClientID) {
 		cr.ClientID = tk.ClientID
-		if src.clientSecret.file == "" {
+		if src.ClientSecret.file == "" {
 			cr.ClientSecret = tk.ClientSecret
 		}
 	}
 	if cr.ClientSecret == "" {
-		if cr.ClientSecret, err = src.clientSecret.value(); err != nil {
+		if cr.ClientSecret, err = src.ClientSecret.Value(); err != nil {
 			return loginOptions{}, err
 		}
 	}
-	if cr.APIKey, err = src.apiKey.value(); err != nil {
+	if cr.APIKey, err = src.APIKey.Value(); err != nil {
 		return loginOptions{}, err
 	}
 	var missing []string
 	if cr.APIKey == "" {
-		if cr.Password, err = src.password.value(); err != nil {
+		if cr.Password, err = src.Password.Value(); err != nil {
 			return loginOptions{}, err
 		}
 		if cr.Username == "" {
@@ -371,9 +363,9 @@ func checkRealm(flag, realm string) error {
 	return nil
 }
 
-// readPassword reads the password from standard input when no other
+// ReadPassword reads the password from standard input when no other
 // source gave one.
-func (o *loginOptions) readPassword(in *secretInput) error {
+func (o *loginOptions) ReadPassword(in *secretInput) error {
 	if !o.passwordFromStdin {
 		return nil
 	}
@@ -437,7 +429,7 @@ func tokenOptionsFromFlags(fl caddycmd.Flags, in *secretInput) (tokenOptions, er
 	if o.loginOptions, err = loginFromFlags(fl); err != nil {
 		return o, err
 	}
-	return o, o.readPassword(in)
+	return o, o.ReadPassword(in)
 }
 
 // tokenJSON is what apic-token --json prints.
@@ -542,7 +534,7 @@ func registerOptionsFromFlags(fl caddycmd.Flags, docPath string, in *secretInput
 	if o.loginOptions, err = loginFromFlags(fl); err != nil {
 		return o, err
 	}
-	var testPassword secretSource
+	var testPassword SecretSource
 	if user := fl.String("test-username"); user != "" {
 		o.Test = &apic.Credentials{
 			Username: user, Realm: fl.String("test-realm"),
@@ -554,11 +546,11 @@ func registerOptionsFromFlags(fl caddycmd.Flags, docPath string, in *secretInput
 		if o.Test.Realm == "" {
 			return o, errors.New("--test-realm: want the realm of --test-username, such as provider/default-idp-2")
 		}
-		testPassword = secretSource{flag: "test-password-file", file: fl.String("test-password-file")}
+		testPassword = SecretSource{flag: "test-password-file", file: fl.String("test-password-file")}
 		if testPassword.file == "" && os.Getenv("APIC_TEST_PASSWORD") != "" {
 			testPassword.env = "APIC_TEST_PASSWORD"
 		}
-		if o.Test.Password, err = testPassword.value(); err != nil {
+		if o.Test.Password, err = testPassword.Value(); err != nil {
 			return o, err
 		}
 	} else if fl.Changed("test-password-file") {
@@ -566,7 +558,7 @@ func registerOptionsFromFlags(fl caddycmd.Flags, docPath string, in *secretInput
 	}
 	// Standard input: the Cloud Manager password first, then the test
 	// user's.
-	if err := o.readPassword(in); err != nil {
+	if err := o.ReadPassword(in); err != nil {
 		return o, err
 	}
 	if o.Test != nil && o.Test.Password == "" {
