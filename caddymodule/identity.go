@@ -3,8 +3,6 @@ package caddymodule
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -13,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -35,18 +32,18 @@ var identities = caddy.NewUsagePool()
 
 // identity is a token session and what it needs.
 type identity struct {
-	name      string
-	grant     string
-	server    string
-	realm     string
-	user      string
-	transport *http.Transport
-	client    *apic.Client
-	sess      *session.Manager
-	env       atomic.Pointer[provisionEnv]
-	signOut   bool
-	stats     identityStats
-	relogins  reloginGuard
+	name     string
+	grant    string
+	server   string
+	realm    string
+	user     string
+	http     *http.Client
+	client   *apic.Client
+	sess     *session.Manager
+	env      atomic.Pointer[provisionEnv]
+	signOut  bool
+	stats    identityStats
+	relogins reloginGuard
 	// scrub removes the credentials from any text the identity shows:
 	// the 502 body, the status, events and logs.
 	scrub *apic.Scrubber
@@ -77,45 +74,13 @@ func (c *resolved) poolKey() string {
 	return "apic_auth:" + hex.EncodeToString(h.Sum(nil))
 }
 
-// tlsConfig builds the token endpoint's TLS settings.
-func (c *resolved) tlsConfig() (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.insecure}
-	if len(c.caFiles) == 0 {
-		return cfg, nil
-	}
-	pool := x509.NewCertPool()
-	for _, f := range c.caFiles {
-		pem, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("apic_auth: tls_trusted_ca_certs: %v", err)
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("apic_auth: tls_trusted_ca_certs: %s holds no PEM certificate", f)
-		}
-	}
-	cfg.RootCAs = pool
-	return cfg, nil
-}
-
 func newIdentity(c *resolved) (*identity, error) {
-	tlsCfg, err := c.tlsConfig()
+	hc, err := apic.NewHTTPClient(c.insecure, c.caFiles)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("apic_auth: tls_trusted_ca_certs: %v", err)
 	}
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.TLSClientConfig = tlsCfg
-	client := &apic.Client{
-		Server:      c.server,
-		Credentials: c.creds,
-		HTTP: &http.Client{
-			Transport: transport,
-			// A token request is never re-sent elsewhere: a redirect
-			// would carry the credentials to another URL.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
-		Now: now,
-	}
-	id := &identity{server: c.server, realm: c.creds.Realm, user: c.creds.Username, grant: c.creds.Grant(), transport: transport, client: client, signOut: c.signOutOnStop, scrub: client.Scrubber()}
+	client := &apic.Client{Server: c.server, Credentials: c.creds, HTTP: hc, Now: now}
+	id := &identity{server: c.server, realm: c.creds.Realm, user: c.creds.Username, grant: c.creds.Grant(), http: hc, client: client, signOut: c.signOutOnStop, scrub: client.Scrubber()}
 	if c.creds.APIKey != "" {
 		id.user = "(api key)"
 		id.realm = ""
@@ -226,7 +191,7 @@ const signOutTimeout = 5 * time.Second
 func (id *identity) Destruct() error {
 	t := id.sess.Current()
 	id.sess.Close()
-	defer id.transport.CloseIdleConnections()
+	defer id.http.CloseIdleConnections()
 	if !id.signOut || t == nil || !now().Before(t.ValidUntil) {
 		return nil
 	}
