@@ -136,7 +136,8 @@ func cmdAPICProxy(fl caddycmd.Flags) (int, error) {
 	caddy.Log().Info("apic-auth-proxy ready", zap.String("from", listen), zap.String("to", opts.To), zap.String("user", opts.Username), zap.String("realm", opts.Realm))
 	base := "http://" + listen
 	if strings.HasPrefix(listen, "unix/") {
-		base = "--unix-socket " + strings.TrimPrefix(listen, "unix/") + " http://localhost"
+		path, _, _ := strings.Cut(strings.TrimPrefix(listen, "unix/"), "|") // without the file mode
+		base = "--unix-socket " + path + " http://localhost"
 	}
 	if fl.Bool("demo") {
 		fmt.Printf(`
