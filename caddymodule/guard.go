@@ -20,6 +20,8 @@ type guard struct {
 	origins map[string]bool // allowed_origins, scheme://host[:port], lower-case
 	header  string          // require_header, canonical
 	paths   []string        // paths, lower-case, each ending in "/"
+	// outsidePaths is the message for a path outside paths.
+	outsidePaths string
 }
 
 // DefaultPaths are the path prefixes that get the token by default.
@@ -63,6 +65,7 @@ func newGuard(h *Handler) (*guard, error) {
 		}
 		g.paths = append(g.paths, p)
 	}
+	g.outsidePaths = "apic_auth: this proxy forwards only paths under " + strings.Join(g.paths, ", ") + " (paths)"
 	return g, nil
 }
 
@@ -73,7 +76,7 @@ func allowedHost(v string) (string, error) {
 	if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
 		host = host[1 : len(host)-1]
 	}
-	if host == "" || strings.ContainsAny(host, "/:@ *?#") && net.ParseIP(host) == nil {
+	if host == "" || (strings.ContainsAny(host, "/:@ *?#") && net.ParseIP(host) == nil) {
 		return "", fmt.Errorf("want a host name or IP address without scheme, port or path, such as apic-auth-proxy.tools.svc, got %q", v)
 	}
 	return host, nil

@@ -361,8 +361,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 	if !h.guard.pathAllowed(routed) {
-		h.refuse(w, r, &refusal{http.StatusNotFound, "apic_auth: this proxy forwards only paths under " +
-			strings.Join(h.guard.paths, ", ") + " (paths)"})
+		h.refuse(w, r, &refusal{http.StatusNotFound, h.guard.outsidePaths})
 		return nil
 	}
 	if !h.PassSignOut && strings.EqualFold(r.Method, http.MethodPost) && isSignOut(routed) {
