@@ -16,8 +16,6 @@ import (
 	"net/url"
 	"strings"
 	"time"
-
-	"golang.org/x/oauth2"
 )
 
 // Grant types.
@@ -118,7 +116,7 @@ type tokenRequest struct {
 }
 
 // Login requests a token with the primary grant (password or api_key).
-func (c *Client) Login(ctx context.Context) (*oauth2.Token, error) {
+func (c *Client) Login(ctx context.Context) (*Token, error) {
 	cr := c.Credentials
 	req := tokenRequest{GrantType: cr.Grant(), ClientID: cr.ClientID, ClientSecret: cr.ClientSecret}
 	if req.GrantType == GrantAPIKey {
@@ -130,7 +128,7 @@ func (c *Client) Login(ctx context.Context) (*oauth2.Token, error) {
 }
 
 // Refresh requests a token with the refresh_token grant.
-func (c *Client) Refresh(ctx context.Context, refreshToken string) (*oauth2.Token, error) {
+func (c *Client) Refresh(ctx context.Context, refreshToken string) (*Token, error) {
 	cr := c.Credentials
 	return c.requestToken(ctx, tokenRequest{
 		GrantType: GrantRefreshToken, RefreshToken: refreshToken,
@@ -155,7 +153,7 @@ func (c *Client) httpClient() *http.Client {
 // maxResponse bounds what is read of a token response or error body.
 const maxResponse = 1 << 20
 
-func (c *Client) requestToken(ctx context.Context, tr tokenRequest) (*oauth2.Token, error) {
+func (c *Client) requestToken(ctx context.Context, tr tokenRequest) (*Token, error) {
 	body, err := json.Marshal(tr)
 	if err != nil {
 		return nil, err
@@ -194,7 +192,7 @@ func (c *Client) requestToken(ctx context.Context, tr tokenRequest) (*oauth2.Tok
 // messages, scrubbed of the secrets this client sent.
 func (c *Client) statusError(endpoint, grant string, s *Scrubber, resp *http.Response, body []byte) *Error {
 	e := &Error{URL: endpoint, Grant: grant, Status: resp.StatusCode, Messages: ErrorMessages(body, s)}
-	e.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), c.now())
+	e.RetryAt = ParseRetryAfter(resp.Header.Get("Retry-After"), c.now())
 	switch s := resp.StatusCode; {
 	case s == http.StatusTooManyRequests:
 		e.Kind = KindRateLimited
@@ -268,7 +266,7 @@ func shorten(s string, n int) string {
 
 // SignOut ends the session of an access token upstream with
 // POST <server>/api/me/sign-out, which also revokes its refresh token.
-func (c *Client) SignOut(ctx context.Context, tok *oauth2.Token) error {
+func (c *Client) SignOut(ctx context.Context, tok *Token) error {
 	endpoint := strings.TrimSuffix(c.Server, "/") + "/api/me/sign-out"
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, nil)
 	if err != nil {

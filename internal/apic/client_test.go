@@ -80,8 +80,8 @@ func TestLoginPassword(t *testing.T) {
 	if exp, err := apic.JWTExpiry(tok.AccessToken); err != nil || !exp.Equal(tok.Expiry) {
 		t.Errorf("the JWT's exp is %v (%v), want the Expiry %v", exp, err, tok.Expiry)
 	}
-	if tok.RefreshToken != "" || !apic.RefreshExpiry(tok).IsZero() {
-		t.Errorf("refresh token %q expiring %v without refresh_token_enabled", tok.RefreshToken, apic.RefreshExpiry(tok))
+	if tok.RefreshToken != "" || !tok.RefreshExpiry.IsZero() {
+		t.Errorf("refresh token %q expiring %v without refresh_token_enabled", tok.RefreshToken, tok.RefreshExpiry)
 	}
 	// The token works on the API.
 	if status := getMe(t, e, tok.AccessToken); status != http.StatusOK {
@@ -164,8 +164,8 @@ func TestRefresh(t *testing.T) {
 	if first.RefreshToken == "" {
 		t.Fatal("no refresh token with refresh_token_enabled")
 	}
-	if want := t0.Add(57600 * time.Second); !apic.RefreshExpiry(first).Equal(want) {
-		t.Errorf("RefreshExpiry = %v, want %v", apic.RefreshExpiry(first), want)
+	if want := t0.Add(57600 * time.Second); !first.RefreshExpiry.Equal(want) {
+		t.Errorf("RefreshExpiry = %v, want %v", first.RefreshExpiry, want)
 	}
 
 	e.clock.Advance(time.Hour)
@@ -181,8 +181,8 @@ func TestRefresh(t *testing.T) {
 	if want := now.Add(28800 * time.Second); !tok.Expiry.Equal(want) {
 		t.Errorf("Expiry = %v, want %v", tok.Expiry, want)
 	}
-	if want := now.Add(57600 * time.Second); !apic.RefreshExpiry(tok).Equal(want) {
-		t.Errorf("RefreshExpiry = %v, want %v", apic.RefreshExpiry(tok), want)
+	if want := now.Add(57600 * time.Second); !tok.RefreshExpiry.Equal(want) {
+		t.Errorf("RefreshExpiry = %v, want %v", tok.RefreshExpiry, want)
 	}
 	if tok.RefreshToken == "" || tok.RefreshToken == first.RefreshToken {
 		t.Error("the simulator's refresh tokens rotate: want a new one")
@@ -384,8 +384,8 @@ func TestErrorClassification(t *testing.T) {
 			if tc.retryAfter > 0 {
 				wantRetry = c.Now().Add(tc.retryAfter)
 			}
-			if !ae.RetryAfter.Equal(wantRetry) {
-				t.Errorf("RetryAfter = %v, want %v", ae.RetryAfter, wantRetry)
+			if !ae.RetryAt.Equal(wantRetry) {
+				t.Errorf("RetryAt = %v, want %v", ae.RetryAt, wantRetry)
 			}
 			msg := err.Error()
 			if !strings.Contains(msg, tc.cause) {

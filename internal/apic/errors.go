@@ -60,15 +60,22 @@ type Error struct {
 	Status int
 	// Messages are the server's own, from API Connect's error body.
 	Messages []string
-	// RetryAfter is when the server asked to be called again (zero if it
+	// RetryAt is when the server asked to be called again (zero if it
 	// did not say).
-	RetryAfter time.Time
-	Err        error
+	RetryAt time.Time
+	Err     error
 }
 
 // Refused reports whether the server refused the credentials or the
 // request, so that asking again soon would not help.
 func (e *Error) Refused() bool { return e.Kind == KindRefused }
+
+// RetryAfter is when the server asked to be called again: zero when it did
+// not say.
+func (e *Error) RetryAfter() time.Time { return e.RetryAt }
+
+// Cause names the kind of failure, for logs and metric labels.
+func (e *Error) Cause() string { return e.Kind.String() }
 
 func (e *Error) Error() string {
 	var b strings.Builder

@@ -14,8 +14,6 @@ import (
 	"net/url"
 	"os"
 	"strings"
-
-	"golang.org/x/oauth2"
 )
 
 // This file holds the platform API calls other than the token request:
@@ -95,7 +93,7 @@ func NewHTTPClient(insecure bool, caFiles []string) (*http.Client, error) {
 // call sends one platform API request and returns the body of an answer
 // with one of the wanted statuses. tok may be nil for calls that need no
 // token; extra are more secrets to scrub from the server's messages.
-func (c *Client) call(ctx context.Context, method, path string, tok *oauth2.Token, body []byte, extra []string, want ...int) ([]byte, error) {
+func (c *Client) call(ctx context.Context, method, path string, tok *Token, body []byte, extra []string, want ...int) ([]byte, error) {
 	endpoint := strings.TrimSuffix(c.Server, "/") + path
 	var rd io.Reader
 	if body != nil {
@@ -175,7 +173,7 @@ type Me struct {
 }
 
 // Me asks GET /api/me who the token belongs to.
-func (c *Client) Me(ctx context.Context, tok *oauth2.Token) (*Me, error) {
+func (c *Client) Me(ctx context.Context, tok *Token) (*Me, error) {
 	const path = "/api/me"
 	data, err := c.call(ctx, http.MethodGet, path, tok, nil, nil, http.StatusOK)
 	if err != nil {
@@ -272,7 +270,7 @@ type Registration struct {
 
 // Registrations lists the registrations (GET /api/cloud/registrations, a
 // Cloud Manager call).
-func (c *Client) Registrations(ctx context.Context, tok *oauth2.Token) ([]Registration, error) {
+func (c *Client) Registrations(ctx context.Context, tok *Token) ([]Registration, error) {
 	const path = "/api/cloud/registrations"
 	data, err := c.call(ctx, http.MethodGet, path, tok, nil, nil, http.StatusOK)
 	if err != nil {
@@ -290,7 +288,7 @@ func (c *Client) Registrations(ctx context.Context, tok *oauth2.Token) ([]Regist
 // CreateRegistration creates a registration with
 // POST /api/cloud/registrations (a Cloud Manager call, scope
 // cloud:manage) and returns it as the server describes it.
-func (c *Client) CreateRegistration(ctx context.Context, tok *oauth2.Token, doc *RegistrationDocument) (*Registration, error) {
+func (c *Client) CreateRegistration(ctx context.Context, tok *Token, doc *RegistrationDocument) (*Registration, error) {
 	const path = "/api/cloud/registrations"
 	body, err := doc.body()
 	if err != nil {

@@ -49,7 +49,7 @@ func admin() apic.Credentials {
 }
 
 // login logs in with cr and returns the client and its token.
-func login(t *testing.T, e *simEnv, cr apic.Credentials) (*apic.Client, *oauth2.Token) {
+func login(t *testing.T, e *simEnv, cr apic.Credentials) (*apic.Client, *apic.Token) {
 	t.Helper()
 	c := e.client(cr)
 	tok, err := c.Login(testCtx(t))
@@ -95,7 +95,7 @@ func TestMe(t *testing.T) {
 func TestMeRefusedToken(t *testing.T) {
 	e := startSim(t)
 	c := e.client(developer())
-	_, err := c.Me(testCtx(t), &oauth2.Token{AccessToken: "not-a-token"})
+	_, err := c.Me(testCtx(t), &apic.Token{Token: oauth2.Token{AccessToken: "not-a-token"}})
 	ce := asCallError(t, err)
 	if ce.Kind != apic.KindRefused || ce.Status != 401 || ce.ServerMessage() != "Invalid token." {
 		t.Fatalf("kind %v status %d message %q, want refused 401 Invalid token.", ce.Kind, ce.Status, ce.ServerMessage())
@@ -121,7 +121,7 @@ func TestCallErrorsNeverHoldSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := &apic.Client{Server: ts.URL, Credentials: developer(), HTTP: ts.Client()}
-	_, err = c.CreateRegistration(testCtx(t), &oauth2.Token{AccessToken: token}, doc)
+	_, err = c.CreateRegistration(testCtx(t), &apic.Token{Token: oauth2.Token{AccessToken: token}}, doc)
 	ce := asCallError(t, err)
 	checkNoSecrets(t, ce.Error(), token, "a-long-random-secret")
 	if !strings.Contains(ce.Error(), "you sent [REDACTED] with [REDACTED]") {
@@ -153,7 +153,7 @@ func TestCallErrorKinds(t *testing.T) {
 	}))
 	defer busy.Close()
 	c = &apic.Client{Server: busy.URL, HTTP: busy.Client()}
-	_, err = c.Me(testCtx(t), &oauth2.Token{AccessToken: "x"})
+	_, err = c.Me(testCtx(t), &apic.Token{Token: oauth2.Token{AccessToken: "x"}})
 	if ce := asCallError(t, err); ce.Kind != apic.KindServer || ce.ServerMessage() != "down for maintenance" {
 		t.Errorf("503: kind %v, %q", ce.Kind, ce.Error())
 	}
@@ -274,7 +274,7 @@ func TestCreateRegistrationSendsJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := &apic.Client{Server: ts.URL, HTTP: ts.Client()}
-	if _, err := c.CreateRegistration(testCtx(t), &oauth2.Token{AccessToken: "t"}, doc); err != nil {
+	if _, err := c.CreateRegistration(testCtx(t), &apic.Token{Token: oauth2.Token{AccessToken: "t"}}, doc); err != nil {
 		t.Fatal(err)
 	}
 	if contentType != "application/json" {

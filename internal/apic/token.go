@@ -34,12 +34,19 @@ type tokenResponse struct {
 	RefreshExpiresIn json.RawMessage `json:"refresh_expires_in"`
 }
 
-// ParseTokenResponse turns a token response into an oauth2.Token received
-// at now. The expiry comes from expires_in, or from the access token's exp
-// claim when expires_in is missing or not a sane lifetime; neither giving
-// one is an error. The refresh token's expiry, when given, is in the
-// token's "refresh_expiry" extra (a time.Time).
-func ParseTokenResponse(body []byte, now time.Time) (*oauth2.Token, error) {
+// Token is a token the token endpoint gave.
+type Token struct {
+	oauth2.Token
+	// RefreshExpiry is when the refresh token expires: zero when the
+	// server did not say.
+	RefreshExpiry time.Time
+}
+
+// ParseTokenResponse turns a token response into a Token received at now.
+// The expiry comes from expires_in, or from the access token's exp claim
+// when expires_in is missing or not a sane lifetime; neither giving one is
+// an error.
+func ParseTokenResponse(body []byte, now time.Time) (*Token, error) {
 	var tr tokenResponse
 	if err := json.Unmarshal(body, &tr); err != nil {
 		return nil, fmt.Errorf("the body is not a JSON token response (%s)", describeBody(body))
@@ -70,16 +77,16 @@ func ParseTokenResponse(body []byte, now time.Time) (*oauth2.Token, error) {
 		}
 		expiry = exp
 	}
-	tok := &oauth2.Token{
+	tok := &Token{Token: oauth2.Token{
 		AccessToken:  tr.AccessToken,
 		TokenType:    "Bearer",
 		RefreshToken: tr.RefreshToken,
 		Expiry:       expiry,
 		ExpiresIn:    int64(expiry.Sub(now) / time.Second),
-	}
+	}}
 	if tr.RefreshToken != "" {
 		if d, err := seconds("refresh_expires_in", tr.RefreshExpiresIn); err == nil {
-			tok = tok.WithExtra(map[string]any{"refresh_expiry": now.Add(d)})
+			tok.RefreshExpiry = now.Add(d)
 		}
 	}
 	return tok, nil
@@ -136,15 +143,6 @@ func JWTExpiry(token string) (time.Time, error) {
 	}
 	sec, frac := math.Modf(f)
 	return time.Unix(int64(sec), int64(frac*1e9)), nil
-}
-
-// RefreshExpiry returns the refresh token's expiry recorded by
-// ParseTokenResponse, or the zero time when the server gave none.
-func RefreshExpiry(t *oauth2.Token) time.Time {
-	if v, ok := t.Extra("refresh_expiry").(time.Time); ok {
-		return v
-	}
-	return time.Time{}
 }
 
 // describeBody says what a body that is not JSON looks like, without

@@ -138,7 +138,7 @@ func TestParseTokenResponse(t *testing.T) {
 			if want, _ := tc.fields["refresh_token"].(string); tok.RefreshToken != want {
 				t.Errorf("RefreshToken = %q, want %q", tok.RefreshToken, want)
 			}
-			if got := apic.RefreshExpiry(tok); !got.Equal(tc.want.refreshExpiry) {
+			if got := tok.RefreshExpiry; !got.Equal(tc.want.refreshExpiry) {
 				t.Errorf("RefreshExpiry = %v, want %v", got, tc.want.refreshExpiry)
 			}
 		})
@@ -154,7 +154,7 @@ func TestParseTokenResponseOfSimulator(t *testing.T) {
 		if !tok.Expiry.Equal(t0.Add(28800 * time.Second)) {
 			t.Errorf("Expiry = %v", tok.Expiry)
 		}
-		if got, want := apic.RefreshExpiry(tok), t0.Add(57600*time.Second); refresh != !got.IsZero() || (refresh && !got.Equal(want)) {
+		if got, want := tok.RefreshExpiry, t0.Add(57600*time.Second); refresh != !got.IsZero() || (refresh && !got.Equal(want)) {
 			t.Errorf("refresh tokens %v: RefreshExpiry = %v", refresh, got)
 		}
 	}
@@ -231,7 +231,7 @@ func checkAccepted(t *testing.T, body []byte, now time.Time) {
 	if tok.Expiry.Before(now.Add(apic.MinLifetime)) || tok.Expiry.After(now.Add(apic.MaxLifetime)) {
 		t.Fatalf("Expiry %v is %v from now, outside [1s, 90 days]", tok.Expiry, tok.Expiry.Sub(now))
 	}
-	if re := apic.RefreshExpiry(tok); !re.IsZero() && (re.Before(now.Add(apic.MinLifetime)) || re.After(now.Add(apic.MaxLifetime))) {
+	if re := tok.RefreshExpiry; !re.IsZero() && (re.Before(now.Add(apic.MinLifetime)) || re.After(now.Add(apic.MaxLifetime))) {
 		t.Fatalf("RefreshExpiry %v is %v from now", re, re.Sub(now))
 	}
 }

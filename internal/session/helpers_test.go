@@ -69,7 +69,7 @@ func newFakeFetcher(clock *fakeClock, life time.Duration) *fakeFetcher {
 	return &fakeFetcher{clock: clock, life: life, entered: make(chan call, 1000)}
 }
 
-func (f *fakeFetcher) Login(ctx context.Context) (*oauth2.Token, error) {
+func (f *fakeFetcher) Login(ctx context.Context) (*apic.Token, error) {
 	f.mu.Lock()
 	f.logins++
 	n, errf, gate, hook := f.logins, f.loginErr, f.gate, f.onCall
@@ -77,7 +77,7 @@ func (f *fakeFetcher) Login(ctx context.Context) (*oauth2.Token, error) {
 	return f.answer(ctx, "login", n, errf, gate, hook)
 }
 
-func (f *fakeFetcher) Refresh(ctx context.Context, refreshToken string) (*oauth2.Token, error) {
+func (f *fakeFetcher) Refresh(ctx context.Context, refreshToken string) (*apic.Token, error) {
 	f.mu.Lock()
 	f.refreshes++
 	f.refreshArgs = append(f.refreshArgs, refreshToken)
@@ -86,7 +86,7 @@ func (f *fakeFetcher) Refresh(ctx context.Context, refreshToken string) (*oauth2
 	return f.answer(ctx, "refresh", n, errf, gate, hook)
 }
 
-func (f *fakeFetcher) answer(ctx context.Context, kind string, n int, errf func(int) error, gate chan struct{}, hook func()) (*oauth2.Token, error) {
+func (f *fakeFetcher) answer(ctx context.Context, kind string, n int, errf func(int) error, gate chan struct{}, hook func()) (*apic.Token, error) {
 	if hook != nil {
 		hook()
 	}
@@ -110,10 +110,10 @@ func (f *fakeFetcher) answer(ctx context.Context, kind string, n int, errf func(
 	defer f.mu.Unlock()
 	f.seq++
 	now := f.clock.Now()
-	tok := &oauth2.Token{AccessToken: fmt.Sprintf("access-%d", f.seq), TokenType: "Bearer", Expiry: now.Add(f.life)}
+	tok := &apic.Token{Token: oauth2.Token{AccessToken: fmt.Sprintf("access-%d", f.seq), TokenType: "Bearer", Expiry: now.Add(f.life)}}
 	if f.refreshLife > 0 {
 		tok.RefreshToken = fmt.Sprintf("refresh-%d", f.seq)
-		tok = tok.WithExtra(map[string]any{"refresh_expiry": now.Add(f.refreshLife)})
+		tok.RefreshExpiry = now.Add(f.refreshLife)
 	}
 	return tok, nil
 }

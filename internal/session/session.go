@@ -14,15 +14,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/oauth2"
-
 	"github.com/apic-tools/apic-auth-proxy/internal/apic"
 )
 
 // Fetcher obtains tokens; *apic.Client is one.
 type Fetcher interface {
-	Login(ctx context.Context) (*oauth2.Token, error)
-	Refresh(ctx context.Context, refreshToken string) (*oauth2.Token, error)
+	Login(ctx context.Context) (*apic.Token, error)
+	Refresh(ctx context.Context, refreshToken string) (*apic.Token, error)
 }
 
 // Defaults of Options.
@@ -75,7 +73,7 @@ type Options struct {
 
 // Token is a token in use, with what is derived from it once.
 type Token struct {
-	*oauth2.Token
+	*apic.Token
 	// Header is the Authorization header value, "Bearer <token>".
 	Header string
 	// HeaderValues is []string{Header}, made once for http.Header maps.
@@ -90,8 +88,6 @@ type Token struct {
 	// ValidUntil is when it stops being handed out: a little before its
 	// expiry.
 	ValidUntil time.Time
-	// RefreshExpiry is when the refresh token expires (zero: unknown).
-	RefreshExpiry time.Time
 }
 
 // Unavailable is the error Get returns when no token can be had now.
@@ -310,15 +306,14 @@ func (m *Manager) run(f *flight) {
 
 // obtain requests a token: with the refresh token while one is held and
 // unexpired, falling back to the primary grant when it is refused.
-func (m *Manager) obtain(ctx context.Context, prev *Token, now time.Time) (*oauth2.Token, string, error) {
+func (m *Manager) obtain(ctx context.Context, prev *Token, now time.Time) (*apic.Token, string, error) {
 	if prev != nil && prev.RefreshToken != "" && prev.RefreshToken != m.refusedRefresh &&
 		(prev.RefreshExpiry.IsZero() || now.Before(prev.RefreshExpiry)) {
 		tok, err := m.opts.Fetcher.Refresh(ctx, prev.RefreshToken)
 		if err == nil {
 			return tok, apic.GrantRefreshToken, nil
 		}
-		var ae *apic.Error
-		if !errors.As(err, &ae) || !ae.Refused() {
+		if !Refused(err) {
 			return nil, apic.GrantRefreshToken, err
 		}
 		// Not again: each later attempt goes straight to the primary grant.
@@ -332,7 +327,7 @@ func (m *Manager) obtain(ctx context.Context, prev *Token, now time.Time) (*oaut
 }
 
 // newToken derives the schedule of a token obtained at now.
-func (m *Manager) newToken(tok *oauth2.Token, grant string, now time.Time) *Token {
+func (m *Manager) newToken(tok *apic.Token, grant string, now time.Time) *Token {
 	life := tok.Expiry.Sub(now)
 	if life < 0 {
 		life = 0
@@ -345,21 +340,19 @@ func (m *Manager) newToken(tok *oauth2.Token, grant string, now time.Time) *Toke
 	before = max(min(before, life/2), 2*leeway)
 	header := "Bearer " + tok.AccessToken
 	return &Token{
-		Token:         tok,
-		Header:        header,
-		HeaderValues:  []string{header},
-		Grant:         grant,
-		Obtained:      now,
-		RefreshAt:     tok.Expiry.Add(-before),
-		ValidUntil:    tok.Expiry.Add(-leeway),
-		RefreshExpiry: apic.RefreshExpiry(tok),
+		Token:        tok,
+		Header:       header,
+		HeaderValues: []string{header},
+		Grant:        grant,
+		Obtained:     now,
+		RefreshAt:    tok.Expiry.Add(-before),
+		ValidUntil:   tok.Expiry.Add(-leeway),
 	}
 }
 
 // nextAttempt sets the pause after a failure. Called with m.mu held.
 func (m *Manager) nextAttempt(err error, now time.Time) time.Time {
-	var ae *apic.Error
-	if errors.As(err, &ae) && ae.Refused() {
+	if Refused(err) {
 		m.failures = 0
 		m.refusals++
 		return now.Add(doubled(m.opts.CooldownMin, m.opts.CooldownMax, m.refusals))
@@ -369,13 +362,41 @@ func (m *Manager) nextAttempt(err error, now time.Time) time.Time {
 	d := doubled(m.opts.BackoffMin, m.opts.BackoffMax, m.failures)
 	d = d/2 + time.Duration(m.opts.Jitter()*float64(d/2))
 	at := now.Add(d)
-	if ae != nil && ae.RetryAfter.After(at) {
-		at = ae.RetryAfter
+	if after := retryAfter(err); after.After(at) {
+		at = after
 		if limit := now.Add(m.opts.CooldownMax); at.After(limit) {
 			at = limit
 		}
 	}
 	return at
+}
+
+// Failure is what a Manager reads of a Fetcher's error; *apic.Error is
+// one. An error that is not a Failure is taken as one that may heal.
+type Failure interface {
+	error
+	// Refused reports that the server refused the credentials or the
+	// request: asking again soon would not help.
+	Refused() bool
+	// RetryAfter is when the server asked to be called again: zero when
+	// it did not say.
+	RetryAfter() time.Time
+	// Cause names the kind of failure, for counts and logs.
+	Cause() string
+}
+
+// Refused reports whether err is a Failure that was refused.
+func Refused(err error) bool {
+	var f Failure
+	return errors.As(err, &f) && f.Refused()
+}
+
+func retryAfter(err error) time.Time {
+	var f Failure
+	if errors.As(err, &f) {
+		return f.RetryAfter()
+	}
+	return time.Time{}
 }
 
 // doubled is lo doubled n-1 times, at most hi.

@@ -456,7 +456,7 @@ func fails(kind apic.Kind, status int) func(time.Time) error {
 func rateLimited(after time.Duration) func(time.Time) error {
 	return func(now time.Time) error {
 		e := apicErr(apic.KindRateLimited, 429)
-		e.RetryAfter = now.Add(after)
+		e.RetryAt = now.Add(after)
 		return e
 	}
 }

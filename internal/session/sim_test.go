@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/oauth2"
-
 	"github.com/apic-tools/apic-auth-proxy/internal/apic"
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim/simtest"
@@ -70,7 +68,7 @@ type recordingFetcher struct {
 	at    []time.Duration // since t0
 }
 
-func (r *recordingFetcher) Login(ctx context.Context) (*oauth2.Token, error) {
+func (r *recordingFetcher) Login(ctx context.Context) (*apic.Token, error) {
 	r.mu.Lock()
 	r.at = append(r.at, r.clock.Now().Sub(t0))
 	r.mu.Unlock()

@@ -14,7 +14,6 @@ import (
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
-	"golang.org/x/oauth2"
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apic"
 )
@@ -387,7 +386,7 @@ func (o loginOptions) who() string {
 }
 
 // login requests a token, naming the user in the error.
-func (o loginOptions) login(ctx context.Context, c *apic.Client) (*oauth2.Token, error) {
+func (o loginOptions) login(ctx context.Context, c *apic.Client) (*apic.Token, error) {
 	tok, err := withTimeout(ctx, o.Timeout, c.Login)
 	if err != nil {
 		return nil, fmt.Errorf("logging in as %s: %w", o.who(), err)
@@ -474,7 +473,7 @@ func runAPICToken(ctx context.Context, o tokenOptions, stdout, stderr io.Writer)
 			AccessToken: tok.AccessToken, TokenType: tok.TokenType, ExpiresIn: tok.ExpiresIn,
 			RefreshToken: tok.RefreshToken, ExpiresAt: formatExpiry(tok.Expiry),
 		}
-		if re := apic.RefreshExpiry(tok); !re.IsZero() {
+		if re := tok.RefreshExpiry; !re.IsZero() {
 			out.RefreshExpiresIn = int64(time.Until(re).Round(time.Second) / time.Second)
 		}
 		enc := json.NewEncoder(stdout)
@@ -488,7 +487,7 @@ func runAPICToken(ctx context.Context, o tokenOptions, stdout, stderr io.Writer)
 }
 
 // writeCheckReport prints apic-token --check's report.
-func writeCheckReport(w io.Writer, o tokenOptions, me *apic.Me, tok *oauth2.Token) {
+func writeCheckReport(w io.Writer, o tokenOptions, me *apic.Me, tok *apic.Token) {
 	realm := me.Realm
 	if realm == "" {
 		realm = apic.TokenRealm(tok.AccessToken)
