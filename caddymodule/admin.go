@@ -171,5 +171,8 @@ func (adminAPI) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 	return json.NewEncoder(w).Encode(out)
 }
 
-// Interface guard
-var _ caddy.AdminRouter = (*adminAPI)(nil)
+// Interface guards
+var (
+	_ caddy.Module      = (*adminAPI)(nil)
+	_ caddy.AdminRouter = (*adminAPI)(nil)
+)

@@ -104,6 +104,7 @@ func beyondLoopback(listen string) bool {
 
 // Interface guards
 var (
+	_ caddy.Module      = (*App)(nil)
 	_ caddy.App         = (*App)(nil)
 	_ caddy.Provisioner = (*App)(nil)
 )

@@ -53,102 +53,141 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	strs := map[string]*string{
-		"name": &h.Name, "credentials": &h.Credentials, "server": &h.Server,
-		"realm": &h.Realm, "username": &h.Username, "password": &h.Password,
-		"api_key": &h.APIKey, "client_id": &h.ClientID, "client_secret": &h.ClientSecret,
-		"require_header": &h.RequireHeader,
-	}
 	seen := make(map[string]bool)
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
-		if seen[opt] && !listOptions[opt] {
-			return d.Errf("apic_auth: %s is set twice", opt)
-		}
-		seen[opt] = true
-		args := d.RemainingArgs()
 		switch opt {
 		case "tls_trusted_ca_certs", "allowed_hosts", "allowed_origins", "paths":
-			if len(args) == 0 {
-				return d.ArgErr()
+			// These take one or more values and may be repeated.
+		default:
+			if seen[opt] {
+				return d.Errf("%s is set twice", opt)
 			}
-			dst := map[string]*[]string{
-				"tls_trusted_ca_certs": &h.TLSTrustedCACerts, "allowed_hosts": &h.AllowedHosts,
-				"allowed_origins": &h.AllowedOrigins, "paths": &h.Paths,
-			}[opt]
-			*dst = append(*dst, args...)
-			continue
-		case "tls_insecure_skip_verify", "pass_sign_out":
-			if len(args) != 0 {
-				return d.ArgErr()
-			}
-			if opt == "pass_sign_out" {
-				h.PassSignOut = true
-			} else {
-				h.TLSInsecureSkipVerify = true
-			}
-			continue
+			seen[opt] = true
 		}
-		// Every other option takes exactly one value.
-		if _, known := strs[opt]; !known && !oneValueOptions[opt] {
-			return d.Errf("apic_auth: unknown subdirective %q", opt)
-		}
-		if len(args) != 1 {
-			return d.ArgErr()
-		}
-		val := args[0]
-		if dst, ok := strs[opt]; ok {
-			*dst = val
-			continue
-		}
+		var err error
 		switch opt {
-		case "refresh_before", "timeout":
-			dur, err := caddy.ParseDuration(val)
-			if err != nil || dur <= 0 {
-				return d.Errf("apic_auth: %s: want a positive duration such as 30m, got %q", opt, val)
-			}
-			if opt == "timeout" {
-				h.Timeout = caddy.Duration(dur)
-			} else {
-				h.RefreshBefore = caddy.Duration(dur)
-			}
+		case "name":
+			err = oneArg(d, &h.Name)
+		case "credentials":
+			err = oneArg(d, &h.Credentials)
+		case "server":
+			err = oneArg(d, &h.Server)
+		case "realm":
+			err = oneArg(d, &h.Realm)
+		case "username":
+			err = oneArg(d, &h.Username)
+		case "password":
+			err = oneArg(d, &h.Password)
+		case "api_key":
+			err = oneArg(d, &h.APIKey)
+		case "client_id":
+			err = oneArg(d, &h.ClientID)
+		case "client_secret":
+			err = oneArg(d, &h.ClientSecret)
+		case "require_header":
+			err = oneArg(d, &h.RequireHeader)
+		case "refresh_before":
+			err = durationArg(d, &h.RefreshBefore)
+		case "timeout":
+			err = durationArg(d, &h.Timeout)
 		case "replay_max_body":
+			var val string
+			if err = oneArg(d, &val); err != nil {
+				break
+			}
 			if val == "off" {
 				h.ReplayMaxBody = -1
 				break
 			}
-			size, err := humanize.ParseBytes(val)
-			if err != nil || size == 0 || size > 1<<40 {
-				return d.Errf("apic_auth: replay_max_body: want a size such as 4MiB, or off, got %q", val)
+			size, perr := humanize.ParseBytes(val)
+			if perr != nil || size == 0 || size > 1<<40 {
+				return d.Errf("replay_max_body: want a size such as 4MiB, or off, got %q", val)
 			}
 			h.ReplayMaxBody = int64(size)
 		case "client_authorization":
-			switch val {
+			if err = oneArg(d, &h.ClientAuthorization); err != nil {
+				break
+			}
+			switch h.ClientAuthorization {
 			case ClientAuthOverwrite, ClientAuthKeep, ClientAuthReject:
-				h.ClientAuthorization = val
 			default:
-				return d.Errf("apic_auth: client_authorization: want overwrite, keep or reject, got %q", val)
+				return d.Errf("client_authorization: want overwrite, keep or reject, got %q", h.ClientAuthorization)
 			}
 		case "sign_out_on_stop":
+			var val string
+			if err = oneArg(d, &val); err != nil {
+				break
+			}
 			if val != "on" && val != "off" {
-				return d.Errf("apic_auth: sign_out_on_stop: want on or off, got %q", val)
+				return d.Errf("sign_out_on_stop: want on or off, got %q", val)
 			}
 			on := val == "on"
 			h.SignOutOnStop = &on
+		case "tls_insecure_skip_verify":
+			err = noArgs(d, &h.TLSInsecureSkipVerify)
+		case "pass_sign_out":
+			err = noArgs(d, &h.PassSignOut)
+		case "tls_trusted_ca_certs":
+			err = listArgs(d, &h.TLSTrustedCACerts)
+		case "allowed_hosts":
+			err = listArgs(d, &h.AllowedHosts)
+		case "allowed_origins":
+			err = listArgs(d, &h.AllowedOrigins)
+		case "paths":
+			err = listArgs(d, &h.Paths)
+		default:
+			return d.Errf("unknown subdirective %q", opt)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// listOptions take one or more values and may be repeated.
-var listOptions = map[string]bool{
-	"tls_trusted_ca_certs": true, "allowed_hosts": true, "allowed_origins": true, "paths": true,
+// oneArg reads the option's only value into dst.
+func oneArg(d *caddyfile.Dispenser, dst *string) error {
+	args := d.RemainingArgs()
+	if len(args) != 1 {
+		return d.ArgErr()
+	}
+	*dst = args[0]
+	return nil
 }
 
-// oneValueOptions are the options other than strings that take one value.
-var oneValueOptions = map[string]bool{
-	"refresh_before": true, "timeout": true, "replay_max_body": true,
-	"client_authorization": true, "sign_out_on_stop": true,
+// durationArg reads the option's only value, a positive duration.
+func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	opt := d.Val()
+	var val string
+	if err := oneArg(d, &val); err != nil {
+		return err
+	}
+	dur, err := caddy.ParseDuration(val)
+	if err != nil || dur <= 0 {
+		return d.Errf("%s: want a positive duration such as 30m, got %q", opt, val)
+	}
+	*dst = caddy.Duration(dur)
+	return nil
+}
+
+// noArgs sets a flag option that takes no value.
+func noArgs(d *caddyfile.Dispenser, dst *bool) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	*dst = true
+	return nil
+}
+
+// listArgs appends the option's one or more values to dst.
+func listArgs(d *caddyfile.Dispenser, dst *[]string) error {
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return d.ArgErr()
+	}
+	*dst = append(*dst, args...)
+	return nil
 }
 
 // Interface guard

@@ -77,7 +77,7 @@ func (c *resolved) poolKey() string {
 func newIdentity(c *resolved) (*identity, error) {
 	hc, err := apic.NewHTTPClient(c.insecure, c.caFiles)
 	if err != nil {
-		return nil, fmt.Errorf("apic_auth: tls_trusted_ca_certs: %v", err)
+		return nil, fmt.Errorf("tls_trusted_ca_certs: %v", err)
 	}
 	client := &apic.Client{Server: c.server, Credentials: c.creds, HTTP: hc, Now: now}
 	id := &identity{server: c.server, realm: c.creds.Realm, user: c.creds.Username, grant: c.creds.Grant(), http: hc, client: client, signOut: c.signOutOnStop, scrub: client.Scrubber()}

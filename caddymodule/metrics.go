@@ -196,3 +196,6 @@ func registerMetrics(reg *prometheus.Registry) error {
 	}
 	return nil
 }
+
+// Interface guard
+var _ prometheus.Collector = collector{}

@@ -156,19 +156,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	switch h.ClientAuthorization {
 	case "", ClientAuthOverwrite, ClientAuthKeep, ClientAuthReject:
 	default:
-		return fmt.Errorf("apic_auth: client_authorization: want overwrite, keep or reject, got %q", h.ClientAuthorization)
+		return fmt.Errorf("client_authorization: want overwrite, keep or reject, got %q", h.ClientAuthorization)
 	}
 	var err error
 	switch {
 	case h.ReplayMaxBody == 0:
 		h.replayMax = DefaultReplayMaxBody
 	case h.ReplayMaxBody < -1:
-		return fmt.Errorf("apic_auth: replay_max_body: want a size in bytes, or -1 for off, got %d", h.ReplayMaxBody)
+		return fmt.Errorf("replay_max_body: want a size in bytes, or -1 for off, got %d", h.ReplayMaxBody)
 	default:
 		h.replayMax = h.ReplayMaxBody
 	}
 	if h.guard, err = newGuard(h); err != nil {
-		return fmt.Errorf("apic_auth: %v", err)
+		return err
 	}
 	cfg, err := h.resolve()
 	if err != nil {
@@ -215,7 +215,7 @@ func (h *Handler) resolve() (*resolved, error) {
 		v, err := repl.ReplaceOrErr(raw, true, true)
 		if err != nil {
 			names := placeholderRE.FindAllString(raw, -1)
-			return "", fmt.Errorf("apic_auth: %s: placeholder %s is unset, empty or unreadable", field, strings.Join(names, ", "))
+			return "", fmt.Errorf("%s: placeholder %s is unset, empty or unreadable", field, strings.Join(names, ", "))
 		}
 		return v, nil
 	}
@@ -250,7 +250,7 @@ func (h *Handler) resolve() (*resolved, error) {
 		}
 		tk, err := apic.LoadToolkitCredentials(path)
 		if err != nil {
-			return nil, fmt.Errorf("apic_auth: %v", err)
+			return nil, err
 		}
 		if cfg.server == "" {
 			cfg.server = tk.Server
@@ -322,7 +322,7 @@ func (c *resolved) check() error {
 // Validate checks the configuration; Provision has resolved it already.
 func (h *Handler) Validate() error {
 	if h.id == nil {
-		return fmt.Errorf("apic_auth: not provisioned")
+		return fmt.Errorf("not provisioned")
 	}
 	return nil
 }
@@ -485,6 +485,7 @@ func (h *Handler) debug(msg string) {
 
 // Interface guards
 var (
+	_ caddy.Module                = (*Handler)(nil)
 	_ caddy.Provisioner           = (*Handler)(nil)
 	_ caddy.Validator             = (*Handler)(nil)
 	_ caddy.CleanerUpper          = (*Handler)(nil)

@@ -208,3 +208,12 @@ func (rw *replayWriter) release() {
 	rw.w.WriteHeader(rw.status)
 	_, _ = rw.w.Write(rw.heldBody)
 }
+
+// Interface guards
+var (
+	_ io.ReadCloser                   = (*replayBody)(nil)
+	_ io.ReadCloser                   = replayReader{}
+	_ http.ResponseWriter             = (*replayWriter)(nil)
+	_ http.Flusher                    = (*replayWriter)(nil)
+	_ interface{ FlushError() error } = (*replayWriter)(nil)
+)

@@ -500,3 +500,9 @@ func (m *Manager) Status() Status {
 func (t *Token) String() string {
 	return fmt.Sprintf("token (%s grant) expiring %s, refresh at %s", t.Grant, t.Expiry.Format(time.RFC3339), t.RefreshAt.Format(time.RFC3339))
 }
+
+// Interface guards
+var (
+	_ Failure = (*apic.Error)(nil)
+	_ error   = (*Unavailable)(nil)
+)
