@@ -85,7 +85,7 @@ func (id *identity) status() identityStatus {
 		out.LastError = id.scrub.Scrub(st.LastError.Error())
 	}
 	n := now()
-	paths, until := id.relogins.status(n)
+	paths, until := id.relogins.Status(n)
 	out.SuppressedPaths, out.ReloginsSuppressedUntil = paths, timePtr(until)
 	if t := st.Token; t != nil {
 		out.TokenGrant = t.Grant

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apic"
+	"github.com/apic-tools/apic-auth-proxy/internal/guard"
 	"github.com/apic-tools/apic-auth-proxy/internal/session"
 )
 
@@ -43,7 +44,7 @@ type identity struct {
 	env      atomic.Pointer[provisionEnv]
 	signOut  bool
 	stats    identityStats
-	relogins reloginGuard
+	relogins guard.Relogins
 	// scrub removes the credentials from any text the identity shows:
 	// the 502 body, the status, events and logs.
 	scrub *apic.Scrubber

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apic"
+	"github.com/apic-tools/apic-auth-proxy/internal/guard"
 	"github.com/apic-tools/apic-auth-proxy/internal/session"
 )
 
@@ -115,7 +116,7 @@ type Handler struct {
 	key       string
 	id        *identity
 	replayMax int64
-	guard     *guard
+	guard     *guard.Guard
 }
 
 // DefaultReplayMaxBody is the default of ReplayMaxBody.
@@ -167,7 +168,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	default:
 		h.replayMax = h.ReplayMaxBody
 	}
-	if h.guard, err = newGuard(h); err != nil {
+	if h.guard, err = guard.New(guard.Options{AllowedHosts: h.AllowedHosts, AllowedOrigins: h.AllowedOrigins, RequireHeader: h.RequireHeader, Paths: h.Paths}); err != nil {
 		return err
 	}
 	cfg, err := h.resolve()
@@ -346,34 +347,34 @@ func (h *Handler) Cleanup() error {
 // Manager to a request that carried the session's token renews the token
 // and replays the request once.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	origin, refused := h.guard.checkCaller(r)
+	origin, refused := h.guard.CheckCaller(r)
 	if refused != nil {
 		h.refuse(w, r, refused)
 		return nil
 	}
-	if origin != "" && isPreflight(r) {
-		answerPreflight(w, r, origin)
+	if origin != "" && guard.IsPreflight(r) {
+		guard.AnswerPreflight(w, r, origin)
 		return nil
 	}
-	routed, err := routedPath(r.URL)
+	routed, err := guard.RoutedPath(r.URL)
 	if err != nil {
-		h.refuse(w, r, &refusal{http.StatusBadRequest, "apic_auth: refused: " + err.Error()})
+		h.refuse(w, r, &guard.Refusal{Status: http.StatusBadRequest, Msg: "apic_auth: refused: " + err.Error()})
 		return nil
 	}
-	if !h.guard.pathAllowed(routed) {
-		h.refuse(w, r, &refusal{http.StatusNotFound, h.guard.outsidePaths})
+	if !h.guard.PathAllowed(routed) {
+		h.refuse(w, r, &guard.Refusal{Status: http.StatusNotFound, Msg: h.guard.OutsidePaths()})
 		return nil
 	}
-	if !h.PassSignOut && strings.EqualFold(r.Method, http.MethodPost) && isSignOut(routed) {
+	if !h.PassSignOut && strings.EqualFold(r.Method, http.MethodPost) && guard.IsSignOut(routed) {
 		// Signing out would end the session every client shares.
 		h.debug("sign-out answered by the proxy")
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}
-	if h.guard.header != "" {
-		r.Header.Del(h.guard.header)
+	if name := h.guard.Header(); name != "" {
+		r.Header.Del(name)
 	}
-	stripConnectionAuth(r.Header)
+	guard.StripConnectionAuth(r.Header)
 	if len(r.Header["Authorization"]) > 0 {
 		switch h.ClientAuthorization {
 		case ClientAuthKeep:
@@ -399,13 +400,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 }
 
 // refuse answers a request the guard refused, logging why at Debug.
-func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, ref *refusal) {
-	h.id.stats.count(&h.id.stats.refused, strconv.Itoa(ref.status))
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, ref *guard.Refusal) {
+	h.id.stats.count(&h.id.stats.refused, strconv.Itoa(ref.Status))
 	if ce := h.logger.Check(zapcore.DebugLevel, "request refused"); ce != nil {
-		ce.Write(zap.String("identity", h.id.name), zap.Int("status", ref.status), zap.String("reason", ref.msg),
+		ce.Write(zap.String("identity", h.id.name), zap.Int("status", ref.Status), zap.String("reason", ref.Msg),
 			zap.String("method", r.Method), zap.String("host", r.Host))
 	}
-	writeAPIError(w, ref.status, ref.msg)
+	writeAPIError(w, ref.Status, ref.Msg)
 }
 
 // servePlain passes the request on without replay, with the response's
@@ -440,7 +441,7 @@ func (h *Handler) serveReplayable(w http.ResponseWriter, r *http.Request, next c
 		}
 		r.Body = rest
 	}
-	if h.id.relogins.suppressed(routed, now()) {
+	if h.id.relogins.Suppressed(routed, now()) {
 		// This resource refused a new token lately: its 401 is its own.
 		h.id.countReplay("suppressed")
 		rw.release()
@@ -462,12 +463,12 @@ func (h *Handler) serveReplayable(w http.ResponseWriter, r *http.Request, next c
 	defer second.put()
 	err = next.ServeHTTP(second, r)
 	if second.status != http.StatusUnauthorized {
-		h.id.relogins.replayed(routed)
+		h.id.relogins.Replayed(routed)
 		h.id.countReplay("ok")
 		return err
 	}
 	h.id.countReplay("refused_again")
-	pause, whole := h.id.relogins.refusedAgain(routed, now())
+	pause, whole := h.id.relogins.RefusedAgain(routed, now())
 	scope := zap.String("path", r.URL.Path)
 	if whole {
 		scope = zap.String("scope", "every path of this identity")

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"sync"
+
+	"github.com/apic-tools/apic-auth-proxy/internal/guard"
 )
 
 // replayBody passes a request body through while keeping what was read,
@@ -167,7 +169,7 @@ func (rw *replayWriter) copyHeader() {
 	for k, v := range rw.hdr {
 		dst[k] = v
 	}
-	fixCORSHeaders(dst, rw.origin)
+	guard.FixCORSHeaders(dst, rw.origin)
 }
 
 func (rw *replayWriter) Write(p []byte) (int, error) {

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
+	"github.com/apic-tools/apic-auth-proxy/internal/guard"
 )
 
 // securityEnv is a proxy in front of the simulator that listens both on
@@ -287,13 +288,13 @@ func TestAlwaysUnauthorizedPathCostsFewLogins(t *testing.T) {
 			}
 		}
 	}
-	if got := e.sim.TokenRequests("", "") - before; got > suppressSpread {
-		t.Fatalf("10 always-401 paths made %d token requests, want at most %d", got, suppressSpread)
+	if got := e.sim.TokenRequests("", "") - before; got > guard.SuppressSpread {
+		t.Fatalf("10 always-401 paths made %d token requests, want at most %d", got, guard.SuppressSpread)
 	}
 	t.Logf("10 always-401 paths, 3 requests each: %d token requests", e.sim.TokenRequests("", "")-before)
 
 	// Past the pause, a revocation is recovered again.
-	clock.Advance(suppressMax + suppressMin)
+	clock.Advance(guard.SuppressMax + guard.SuppressMin)
 	e.sim.RevokeAll()
 	if s, _, body := e.do("GET", "/api/me", nil); s != 200 {
 		t.Fatalf("after the pause: %d %s", s, body)
@@ -385,32 +386,5 @@ func TestPlainHTTPWarning(t *testing.T) {
 		if got := beyondLoopback(listen); got != want {
 			t.Errorf("beyondLoopback(%q) = %v", listen, got)
 		}
-	}
-}
-
-func TestGuardOptionErrors(t *testing.T) {
-	for _, tc := range []struct {
-		h    Handler
-		want string
-	}{
-		{Handler{AllowedHosts: []string{"https://proxy.example"}}, "allowed_hosts: want a host name or IP address"},
-		{Handler{AllowedHosts: []string{"proxy.example:9080"}}, "allowed_hosts: want a host name or IP address"},
-		{Handler{AllowedOrigins: []string{"null"}}, "allowed_origins: want an origin such as https://tools.example.com"},
-		{Handler{AllowedOrigins: []string{"*"}}, "allowed_origins:"},
-		{Handler{AllowedOrigins: []string{"https://tools.example.com/app"}}, "allowed_origins:"},
-		{Handler{RequireHeader: "X Bad"}, "require_header: want a header name"},
-		{Handler{Paths: []string{"api/"}}, "paths: want a path prefix such as /api/"},
-	} {
-		_, err := newGuard(&tc.h)
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%+v: error %v, want %q", tc.h, err, tc.want)
-		}
-	}
-	g, err := newGuard(&Handler{AllowedHosts: []string{"Proxy.Tools.Svc.", "[::2]"}, AllowedOrigins: []string{"HTTPS://Tools.Example.com"}, Paths: []string{"/API"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !g.hosts["proxy.tools.svc"] || !g.hosts["::2"] || !g.origins["https://tools.example.com"] || g.paths[0] != "/api/" {
-		t.Fatalf("guard %+v", g)
 	}
 }

@@ -1,4 +1,8 @@
-package caddymodule
+// Package guard holds the checks a request passes before apic_auth lets it
+// carry the token: who may send it (Host, Origin, a required header),
+// where it may go (path), and how often a 401 may cost a new login. Every
+// check is closed by default.
+package guard
 
 import (
 	"errors"
@@ -12,10 +16,10 @@ import (
 	"time"
 )
 
-// guard holds the checks a request passes before it may carry the token:
+// Guard holds the checks a request passes before it may carry the token:
 // who may send it (Host, Origin, a required header) and where it may go
 // (path). Every one is closed by default.
-type guard struct {
+type Guard struct {
 	hosts   map[string]bool // allowed_hosts, lower-case, without port
 	origins map[string]bool // allowed_origins, scheme://host[:port], lower-case
 	header  string          // require_header, canonical
@@ -24,34 +28,49 @@ type guard struct {
 	outsidePaths string
 }
 
+// Options are the handler's guard options: allowed_hosts,
+// allowed_origins, require_header and paths.
+type Options struct {
+	AllowedHosts   []string
+	AllowedOrigins []string
+	RequireHeader  string
+	Paths          []string
+}
+
+// OutsidePaths is the message for a path outside the allowed paths.
+func (g *Guard) OutsidePaths() string { return g.outsidePaths }
+
+// Header is the required header's canonical name, or "".
+func (g *Guard) Header() string { return g.header }
+
 // DefaultPaths are the path prefixes that get the token by default.
 var DefaultPaths = []string{"/api/"}
 
-// newGuard checks and normalises the Handler's guard options.
-func newGuard(h *Handler) (*guard, error) {
-	g := &guard{hosts: map[string]bool{}, origins: map[string]bool{}}
-	for _, v := range h.AllowedHosts {
+// New checks and normalises the options.
+func New(o Options) (*Guard, error) {
+	g := &Guard{hosts: map[string]bool{}, origins: map[string]bool{}}
+	for _, v := range o.AllowedHosts {
 		host, err := allowedHost(v)
 		if err != nil {
 			return nil, fmt.Errorf("allowed_hosts: %v", err)
 		}
 		g.hosts[host] = true
 	}
-	for _, v := range h.AllowedOrigins {
+	for _, v := range o.AllowedOrigins {
 		o, err := allowedOrigin(v)
 		if err != nil {
 			return nil, fmt.Errorf("allowed_origins: %v", err)
 		}
 		g.origins[o] = true
 	}
-	if h.RequireHeader != "" {
-		name := http.CanonicalHeaderKey(h.RequireHeader)
+	if o.RequireHeader != "" {
+		name := http.CanonicalHeaderKey(o.RequireHeader)
 		if strings.ContainsAny(name, " :\t\r\n") {
-			return nil, fmt.Errorf("require_header: want a header name such as X-Requested-By, got %q", h.RequireHeader)
+			return nil, fmt.Errorf("require_header: want a header name such as X-Requested-By, got %q", o.RequireHeader)
 		}
 		g.header = name
 	}
-	paths := h.Paths
+	paths := o.Paths
 	if len(paths) == 0 {
 		paths = DefaultPaths
 	}
@@ -92,20 +111,20 @@ func allowedOrigin(v string) (string, error) {
 	return strings.ToLower(u.Scheme + "://" + u.Host), nil
 }
 
-// refusal is why a request may not go on: the status and the message, in
+// Refusal is why a request may not go on: the status and the message, in
 // API Connect's error shape.
-type refusal struct {
-	status int
-	msg    string
+type Refusal struct {
+	Status int
+	Msg    string
 }
 
-// checkCaller refuses a request whose Host is not a loopback name or an
+// CheckCaller refuses a request whose Host is not a loopback name or an
 // allowed host (unless it came over a unix socket), that comes from a web
 // page whose origin is not allowed, or that lacks the required header. It
 // returns the allowed origin of a browser request ("" for none).
-func (g *guard) checkCaller(r *http.Request) (string, *refusal) {
+func (g *Guard) CheckCaller(r *http.Request) (string, *Refusal) {
 	if !overUnixSocket(r) && !g.hostAllowed(r.Host) {
-		return "", &refusal{http.StatusForbidden, fmt.Sprintf(
+		return "", &Refusal{http.StatusForbidden, fmt.Sprintf(
 			"apic_auth: requests for host %q are refused: only loopback names (localhost, 127.0.0.1, [::1]) and the hosts in allowed_hosts may use this proxy", r.Host)}
 	}
 	origin, browser := browserOrigin(r)
@@ -115,12 +134,12 @@ func (g *guard) checkCaller(r *http.Request) (string, *refusal) {
 			if shown == "" {
 				shown = r.Header.Get("Sec-Fetch-Site") + " request"
 			}
-			return "", &refusal{http.StatusForbidden, fmt.Sprintf(
+			return "", &Refusal{http.StatusForbidden, fmt.Sprintf(
 				"apic_auth: requests from web pages are refused (origin %q): list the origin in allowed_origins to let it use this proxy", shown)}
 		}
 	}
 	if g.header != "" && r.Header.Get(g.header) == "" {
-		return "", &refusal{http.StatusForbidden, fmt.Sprintf(
+		return "", &Refusal{http.StatusForbidden, fmt.Sprintf(
 			"apic_auth: this proxy requires the %s request header (require_header)", g.header)}
 	}
 	return origin, nil
@@ -129,7 +148,7 @@ func (g *guard) checkCaller(r *http.Request) (string, *refusal) {
 // hostAllowed reports whether a Host header names this machine's loopback
 // or an allowed host, on any port. It runs on every request: it does not
 // allocate.
-func (g *guard) hostAllowed(hostport string) bool {
+func (g *Guard) hostAllowed(hostport string) bool {
 	host := hostport
 	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") {
 		host = host[:i] // a port; an IPv6 address is in brackets
@@ -189,13 +208,13 @@ func browserOrigin(r *http.Request) (string, bool) {
 // errPathEscape is a path that could leave the server prefix.
 var errPathEscape = errors.New("the path has dot-segments, backslashes or encoded slashes")
 
-// routedPath returns the path of r as API Manager would route it:
+// RoutedPath returns the path of r as API Manager would route it:
 // decoded, repeated slashes folded, no trailing slash, lower-case. It
 // fails for a path that, in any of three rounds of percent-decoding, has a
 // dot-segment (also as "..;"), a backslash or an encoded slash: forwarded,
 // such a path could be normalised by an ingress into one outside the
 // configured server prefix, with the token.
-func routedPath(u *url.URL) (string, error) {
+func RoutedPath(u *url.URL) (string, error) {
 	if p, ok := plainPath(u); ok {
 		return p, nil
 	}
@@ -269,9 +288,9 @@ func containsFold(s, sub string) bool {
 	return strings.Contains(strings.ToLower(s), sub)
 }
 
-// pathAllowed reports whether a routed path is under one of the prefixes
+// PathAllowed reports whether a routed path is under one of the prefixes
 // that get the token.
-func (g *guard) pathAllowed(routed string) bool {
+func (g *Guard) PathAllowed(routed string) bool {
 	for _, p := range g.paths {
 		if strings.HasPrefix(routed+"/", p) {
 			return true
@@ -280,15 +299,15 @@ func (g *guard) pathAllowed(routed string) bool {
 	return false
 }
 
-// isSignOut reports whether a routed path is API Manager's sign-out.
-func isSignOut(routed string) bool {
+// IsSignOut reports whether a routed path is API Manager's sign-out.
+func IsSignOut(routed string) bool {
 	return strings.HasSuffix(routed, "/api/me/sign-out")
 }
 
-// stripConnectionAuth removes Authorization and Proxy-Authorization from
+// StripConnectionAuth removes Authorization and Proxy-Authorization from
 // the Connection header's list, where reverse_proxy would take them for
 // hop-by-hop headers and drop the injected token.
-func stripConnectionAuth(h http.Header) {
+func StripConnectionAuth(h http.Header) {
 	vals, ok := h["Connection"]
 	if !ok {
 		return
@@ -317,9 +336,9 @@ func stripConnectionAuth(h http.Header) {
 	h["Connection"] = []string{strings.Join(keep, ", ")}
 }
 
-// answerPreflight answers a CORS preflight of an allowed origin here: it
+// AnswerPreflight answers a CORS preflight of an allowed origin here: it
 // never reaches API Manager.
-func answerPreflight(w http.ResponseWriter, r *http.Request, origin string) {
+func AnswerPreflight(w http.ResponseWriter, r *http.Request, origin string) {
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", origin)
 	h.Set("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, PATCH, DELETE")
@@ -334,14 +353,14 @@ func answerPreflight(w http.ResponseWriter, r *http.Request, origin string) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// isPreflight reports whether r is a CORS preflight.
-func isPreflight(r *http.Request) bool {
+// IsPreflight reports whether r is a CORS preflight.
+func IsPreflight(r *http.Request) bool {
 	return r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
 }
 
-// fixCORSHeaders removes the upstream's Access-Control-* response headers
+// FixCORSHeaders removes the upstream's Access-Control-* response headers
 // and, for an allowed origin, allows it.
-func fixCORSHeaders(h http.Header, origin string) {
+func FixCORSHeaders(h http.Header, origin string) {
 	for k := range h {
 		if strings.HasPrefix(k, "Access-Control-") {
 			delete(h, k)
@@ -356,23 +375,23 @@ func fixCORSHeaders(h http.Header, origin string) {
 // Bounds of the pause in re-logins for a resource that refuses even a new
 // token.
 const (
-	suppressMin   = 10 * time.Second
-	suppressMax   = 5 * time.Minute
+	SuppressMin   = 10 * time.Second
+	SuppressMax   = 5 * time.Minute
 	suppressPaths = 256 // paths tracked at most
-	// suppressSpread is how many paths refusing new tokens at once make
+	// SuppressSpread is how many paths refusing new tokens at once make
 	// the pause the identity's, so that many different always-401 paths
 	// cost no more logins than one.
-	suppressSpread = 3
+	SuppressSpread = 3
 )
 
-// reloginGuard stops 401s from forcing logins. A 401 for the current token
+// Relogins stops 401s from forcing logins. A 401 for the current token
 // renews it and replays the request, however soon after the login it
 // comes; but when the replay with the new token is refused too, the
 // resource refuses, not the token: further re-logins for that path are
-// suppressed for a pause that doubles from 10 s to 5 min, and its 401s go
+// Suppressed for a pause that doubles from 10 s to 5 min, and its 401s go
 // to the client. When several paths do so at once, the pause covers the
 // whole identity.
-type reloginGuard struct {
+type Relogins struct {
 	mu       sync.Mutex
 	paths    map[string]*pause
 	identity pause
@@ -385,22 +404,22 @@ type pause struct {
 }
 
 func (p *pause) extend(now time.Time) time.Duration {
-	if now.After(p.until.Add(suppressMax)) {
+	if now.After(p.until.Add(SuppressMax)) {
 		p.n = 0 // long quiet: start again from the shortest pause
 	}
 	p.n++
-	d := suppressMin
-	for i := 1; i < p.n && d < suppressMax; i++ {
+	d := SuppressMin
+	for i := 1; i < p.n && d < SuppressMax; i++ {
 		d *= 2
 	}
-	d = min(d, suppressMax)
+	d = min(d, SuppressMax)
 	p.until = now.Add(d)
 	return d
 }
 
-// suppressed reports whether a 401 for path must go to the client without
+// Suppressed reports whether a 401 for path must go to the client without
 // a new login.
-func (g *reloginGuard) suppressed(path string, now time.Time) bool {
+func (g *Relogins) Suppressed(path string, now time.Time) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if now.Before(g.identity.until) {
@@ -410,9 +429,9 @@ func (g *reloginGuard) suppressed(path string, now time.Time) bool {
 	return p != nil && now.Before(p.until)
 }
 
-// refusedAgain records that path refused a new token, and returns the
+// RefusedAgain records that path refused a new token, and returns the
 // pause and whether it covers the whole identity.
-func (g *reloginGuard) refusedAgain(path string, now time.Time) (time.Duration, bool) {
+func (g *Relogins) RefusedAgain(path string, now time.Time) (time.Duration, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.paths == nil {
@@ -422,7 +441,7 @@ func (g *reloginGuard) refusedAgain(path string, now time.Time) (time.Duration, 
 	if p == nil {
 		if len(g.paths) >= suppressPaths {
 			for k, old := range g.paths {
-				if now.After(old.until.Add(suppressMax)) {
+				if now.After(old.until.Add(SuppressMax)) {
 					delete(g.paths, k)
 				}
 			}
@@ -440,21 +459,21 @@ func (g *reloginGuard) refusedAgain(path string, now time.Time) (time.Duration, 
 			active++
 		}
 	}
-	if active >= suppressSpread {
+	if active >= SuppressSpread {
 		return g.identity.extend(now), true
 	}
 	return d, false
 }
 
-// replayed records that path took a new token: it is not paused.
-func (g *reloginGuard) replayed(path string) {
+// Replayed records that path took a new token: it is not paused.
+func (g *Relogins) Replayed(path string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	delete(g.paths, path)
 }
 
-// status reports the paths paused now and the identity's pause.
-func (g *reloginGuard) status(now time.Time) (paths int, identityUntil time.Time) {
+// Status reports the paths paused now and the identity's pause.
+func (g *Relogins) Status(now time.Time) (paths int, identityUntil time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for _, p := range g.paths {

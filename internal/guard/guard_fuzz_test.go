@@ -1,4 +1,4 @@
-package caddymodule
+package guard
 
 import (
 	"net/http"
@@ -23,7 +23,7 @@ func FuzzGuard(f *testing.F) {
 	} {
 		f.Add(s[0], s[1], s[2])
 	}
-	g, err := newGuard(&Handler{AllowedHosts: []string{"proxy.tools.svc"}, AllowedOrigins: []string{"https://tools.example.com"}})
+	g, err := New(Options{AllowedHosts: []string{"proxy.tools.svc"}, AllowedOrigins: []string{"https://tools.example.com"}})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -32,7 +32,7 @@ func FuzzGuard(f *testing.F) {
 		if origin != "" {
 			r.Header.Set("Origin", origin)
 		}
-		allowedOrigin, ref := g.checkCaller(r)
+		allowedOrigin, ref := g.CheckCaller(r)
 		if ref == nil {
 			h := strings.ToLower(host)
 			if !strings.Contains(h, "localhost") && !strings.Contains(h, "proxy.tools.svc") &&
@@ -52,7 +52,7 @@ func FuzzGuard(f *testing.F) {
 				t.Fatalf("path %q: fast path %q, checked path %q, %v", target, fast, slow, err)
 			}
 		}
-		routed, err := routedPath(u)
+		routed, err := RoutedPath(u)
 		if err != nil {
 			return
 		}
@@ -73,7 +73,7 @@ func FuzzGuard(f *testing.F) {
 			}
 			cur = next
 		}
-		if g.pathAllowed(routed) && !strings.HasPrefix(routed+"/", "/api/") {
+		if g.PathAllowed(routed) && !strings.HasPrefix(routed+"/", "/api/") {
 			t.Fatalf("path %q routed as %q is outside /api/", target, routed)
 		}
 	})
