@@ -320,14 +320,6 @@ func (c *resolved) check() error {
 	return nil
 }
 
-// Validate checks the configuration; Provision has resolved it already.
-func (h *Handler) Validate() error {
-	if h.id == nil {
-		return fmt.Errorf("not provisioned")
-	}
-	return nil
-}
-
 // Cleanup leaves the token session; the last handler using it stops it.
 func (h *Handler) Cleanup() error {
 	if h.key == "" {
@@ -488,7 +480,6 @@ func (h *Handler) debug(msg string) {
 var (
 	_ caddy.Module                = (*Handler)(nil)
 	_ caddy.Provisioner           = (*Handler)(nil)
-	_ caddy.Validator             = (*Handler)(nil)
 	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )
