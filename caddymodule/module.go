@@ -19,6 +19,7 @@ import (
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apic"
 	"github.com/apic-tools/apic-auth-proxy/internal/guard"
+	"github.com/apic-tools/apic-auth-proxy/internal/replay"
 	"github.com/apic-tools/apic-auth-proxy/internal/session"
 )
 
@@ -404,31 +405,31 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, ref *guard.Refu
 // servePlain passes the request on without replay, with the response's
 // CORS headers fixed.
 func (h *Handler) servePlain(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, origin string) error {
-	rw := getReplayWriter(w, false, nil, origin)
-	defer rw.put()
+	rw := replay.NewWriter(w, false, nil, origin)
+	defer rw.Put()
 	return next.ServeHTTP(rw, r)
 }
 
 // serveReplayable sends the request on, keeping its body, and on a 401
 // renews the token and sends it once more.
 func (h *Handler) serveReplayable(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, t *session.Token, routed, origin string) error {
-	var body *replayBody
+	var body *replay.Body
 	if r.Body != nil && r.Body != http.NoBody {
-		body = &replayBody{rc: r.Body, max: h.replayMax}
+		body = replay.NewBody(r.Body, h.replayMax)
 		r.Body = body
 	}
-	rw := getReplayWriter(w, true, body, origin)
+	rw := replay.NewWriter(w, true, body, origin)
 	err := next.ServeHTTP(rw, r)
-	if !rw.held {
-		rw.put()
+	if !rw.Held() {
+		rw.Put()
 		return err
 	}
-	defer rw.put()
+	defer rw.Put()
 	if body != nil {
-		rest, ok := body.detach()
+		rest, ok := body.Detach()
 		if !ok {
 			h.id.countReplay("body_too_large")
-			rw.release()
+			rw.Release()
 			return err
 		}
 		r.Body = rest
@@ -436,7 +437,7 @@ func (h *Handler) serveReplayable(w http.ResponseWriter, r *http.Request, next c
 	if h.id.relogins.Suppressed(routed, now()) {
 		// This resource refused a new token lately: its 401 is its own.
 		h.id.countReplay("suppressed")
-		rw.release()
+		rw.Release()
 		return err
 	}
 	// API Manager refused a token that has not expired: revoked, signed
@@ -451,10 +452,10 @@ func (h *Handler) serveReplayable(w http.ResponseWriter, r *http.Request, next c
 	h.id.log().Info("API Manager refused the token before its expiry; replaying with a new one",
 		zap.String("identity", h.id.name), zap.String("method", r.Method), zap.String("path", r.URL.Path))
 	r.Header["Authorization"] = t2.HeaderValues
-	second := getReplayWriter(w, false, nil, origin)
-	defer second.put()
+	second := replay.NewWriter(w, false, nil, origin)
+	defer second.Put()
 	err = next.ServeHTTP(second, r)
-	if second.status != http.StatusUnauthorized {
+	if second.Status() != http.StatusUnauthorized {
 		h.id.relogins.Replayed(routed)
 		h.id.countReplay("ok")
 		return err

@@ -1,4 +1,8 @@
-package caddymodule
+// Package replay lets apic_auth send a request again after API Manager
+// refused its token: Body keeps what the first attempt read of the request
+// body, and Writer holds back a 401 so that the client sees only the
+// second attempt's answer.
+package replay
 
 import (
 	"bytes"
@@ -10,10 +14,10 @@ import (
 	"github.com/apic-tools/apic-auth-proxy/internal/guard"
 )
 
-// replayBody passes a request body through while keeping what was read,
+// Body passes a request body through while keeping what was read,
 // up to max bytes, so that the request can be sent again. Reads are
 // serialised, so that detach sees every byte an earlier attempt consumed.
-type replayBody struct {
+type Body struct {
 	mu       sync.Mutex
 	rc       io.ReadCloser
 	buf      []byte
@@ -22,9 +26,9 @@ type replayBody struct {
 	detached bool
 }
 
-var errBodyReplayed = errors.New("apic_auth: request body handed to a replay")
+var errBodyReplayed = errors.New("request body handed to a replay")
 
-func (b *replayBody) Read(p []byte) (int, error) {
+func (b *Body) Read(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.detached {
@@ -50,20 +54,23 @@ func (b *replayBody) Read(p []byte) (int, error) {
 
 // Close does not close the client's body: a replay still reads its rest.
 // The server closes it when the handler returns.
-func (b *replayBody) Close() error { return nil }
+func (b *Body) Close() error { return nil }
+
+// NewBody wraps a request body, keeping up to max bytes of it.
+func NewBody(rc io.ReadCloser, max int64) *Body { return &Body{rc: rc, max: max} }
 
 // exceeded reports whether more than max bytes were read.
-func (b *replayBody) exceeded() bool {
+func (b *Body) exceeded() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.over
 }
 
-// detach ends the first attempt's use of the body (a transport still
+// Detach ends the first attempt's use of the body (a transport still
 // sending it gets an error) and returns a reader of the whole body: the
 // bytes read so far, then the rest. It fails when more than max bytes
 // were read.
-func (b *replayBody) detach() (io.ReadCloser, bool) {
+func (b *Body) Detach() (io.ReadCloser, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.over {
@@ -80,15 +87,15 @@ func (replayReader) Close() error { return nil }
 // maxHeld401Body bounds what is kept of a held 401's body.
 const maxHeld401Body = 64 << 10
 
-// replayWriter passes a response through unless it is a 401 that may be
+// Writer passes a response through unless it is a 401 that may be
 // replayed: that one is held (status, headers and up to 64 KiB of body)
 // and the client sees nothing of it. Until the status is known, headers go
 // to a map of its own, so that a held response leaves no trace.
-type replayWriter struct {
+type Writer struct {
 	w    http.ResponseWriter
 	hdr  http.Header
-	hold bool        // a 401 may be held
-	body *replayBody // nil: no body; a body over its limit forbids holding
+	hold bool  // a 401 may be held
+	body *Body // nil: no body; a body over its limit forbids holding
 	// origin is the allowed origin of a browser request, "" for none:
 	// the upstream's Access-Control-* headers are replaced (see
 	// fixCORSHeaders).
@@ -100,14 +107,14 @@ type replayWriter struct {
 	heldBody []byte
 }
 
-// replayWriters are reused: the hot path allocates none.
-var replayWriters = sync.Pool{New: func() any { return &replayWriter{hdr: make(http.Header)} }}
+// writers are reused: the hot path allocates none.
+var writers = sync.Pool{New: func() any { return &Writer{hdr: make(http.Header)} }}
 
-// getReplayWriter wraps w; hold says whether a 401 may be held, as long as
+// NewWriter wraps w; hold says whether a 401 may be held, as long as
 // body (when not nil) has not outgrown its limit; origin is the allowed
-// origin of a browser request, or "". Give it back with put.
-func getReplayWriter(w http.ResponseWriter, hold bool, body *replayBody, origin string) *replayWriter {
-	rw := replayWriters.Get().(*replayWriter)
+// origin of a browser request, or "". Give it back with Put.
+func NewWriter(w http.ResponseWriter, hold bool, body *Body, origin string) *Writer {
+	rw := writers.Get().(*Writer)
 	rw.w, rw.hold, rw.body, rw.origin = w, hold, body, origin
 	for k, v := range w.Header() {
 		rw.hdr[k] = v
@@ -115,29 +122,29 @@ func getReplayWriter(w http.ResponseWriter, hold bool, body *replayBody, origin 
 	return rw
 }
 
-// put returns rw to the pool; it must not be used after.
-func (rw *replayWriter) put() {
+// Put returns rw to the pool; it must not be used after.
+func (rw *Writer) Put() {
 	clear(rw.hdr)
 	held := rw.heldBody[:0]
 	if cap(held) > maxHeld401Body {
 		held = nil
 	}
-	*rw = replayWriter{hdr: rw.hdr, heldBody: held}
-	replayWriters.Put(rw)
+	*rw = Writer{hdr: rw.hdr, heldBody: held}
+	writers.Put(rw)
 }
 
-func (rw *replayWriter) mayHold() bool {
+func (rw *Writer) mayHold() bool {
 	return rw.hold && (rw.body == nil || !rw.body.exceeded())
 }
 
-func (rw *replayWriter) Header() http.Header {
+func (rw *Writer) Header() http.Header {
 	if rw.passed {
 		return rw.w.Header()
 	}
 	return rw.hdr
 }
 
-func (rw *replayWriter) WriteHeader(code int) {
+func (rw *Writer) WriteHeader(code int) {
 	switch {
 	case rw.held:
 		return
@@ -163,7 +170,7 @@ func (rw *replayWriter) WriteHeader(code int) {
 
 // copyHeader makes the real header map equal to rw.hdr, with the CORS
 // headers fixed.
-func (rw *replayWriter) copyHeader() {
+func (rw *Writer) copyHeader() {
 	dst := rw.w.Header()
 	clear(dst)
 	for k, v := range rw.hdr {
@@ -172,7 +179,7 @@ func (rw *replayWriter) copyHeader() {
 	guard.FixCORSHeaders(dst, rw.origin)
 }
 
-func (rw *replayWriter) Write(p []byte) (int, error) {
+func (rw *Writer) Write(p []byte) (int, error) {
 	if !rw.passed && !rw.held {
 		rw.WriteHeader(http.StatusOK)
 	}
@@ -187,7 +194,7 @@ func (rw *replayWriter) Write(p []byte) (int, error) {
 
 // FlushError flushes a response that is passed through; http.
 // ResponseController finds it before Unwrap.
-func (rw *replayWriter) FlushError() error {
+func (rw *Writer) FlushError() error {
 	if !rw.passed {
 		return nil
 	}
@@ -195,14 +202,14 @@ func (rw *replayWriter) FlushError() error {
 }
 
 // Flush implements http.Flusher.
-func (rw *replayWriter) Flush() { _ = rw.FlushError() }
+func (rw *Writer) Flush() { _ = rw.FlushError() }
 
 // Unwrap gives http.ResponseController the real writer (hijacking for
 // upgrades, deadlines).
-func (rw *replayWriter) Unwrap() http.ResponseWriter { return rw.w }
+func (rw *Writer) Unwrap() http.ResponseWriter { return rw.w }
 
-// release sends a held 401 to the client as it came.
-func (rw *replayWriter) release() {
+// Release sends a held 401 to the client as it came.
+func (rw *Writer) Release() {
 	rw.held = false
 	rw.copyHeader()
 	rw.passed = true
@@ -211,11 +218,17 @@ func (rw *replayWriter) release() {
 	_, _ = rw.w.Write(rw.heldBody)
 }
 
+// Held reports whether the response is a 401 held back for a replay.
+func (rw *Writer) Held() bool { return rw.held }
+
+// Status is the response's status, 0 before WriteHeader.
+func (rw *Writer) Status() int { return rw.status }
+
 // Interface guards
 var (
-	_ io.ReadCloser                   = (*replayBody)(nil)
+	_ io.ReadCloser                   = (*Body)(nil)
 	_ io.ReadCloser                   = replayReader{}
-	_ http.ResponseWriter             = (*replayWriter)(nil)
-	_ http.Flusher                    = (*replayWriter)(nil)
-	_ interface{ FlushError() error } = (*replayWriter)(nil)
+	_ http.ResponseWriter             = (*Writer)(nil)
+	_ http.Flusher                    = (*Writer)(nil)
+	_ interface{ FlushError() error } = (*Writer)(nil)
 )
