@@ -12,25 +12,21 @@
 //     admin endpoint (/apic_auth/status, /apic_auth/refresh), the metrics,
 //     and the apic-proxy quick start. It carries no simulator and no
 //     toolkit command.
-//   - caddymodule/e2e: black-box tests of a real Caddy with apic_auth in
-//     front of the simulator; they look only at HTTP answers, the admin
-//     endpoint, /metrics and the logs.
 //   - toolkitcmd: registers the apic-token, apic-register and apic-realms
 //     commands; internal/toolkit holds their logic.
-//   - internal/session: one token's whole life cycle: single flight,
-//     refresh before expiry, back-off and cool-down, state and counts,
-//     sign-out on close.
+//   - internal/session: one token's life cycle: single flight, refresh
+//     before expiry, back-off and cool-down.
 //   - internal/apic: the platform API client: one HTTP client
 //     constructor, one request path, one error type, the token response
 //     and JWT claims, the credentials check, secret scrubbing.
 //   - internal/guard: who may use the proxy (Host, Origin, a required
 //     header), where requests may go (paths), and the 401 re-login limit.
+//   - internal/replay: the kept request body and the held 401 of a replay.
 //   - internal/apicsim: the platform API simulator, for tests, benchmarks
 //     and the demo; cmd/apicsim runs it alone.
 //   - cmd/apic-auth-proxy: the binary (Caddy with all of the above, and
 //     apic-proxy --demo, which starts the simulator).
-//   - bench: the benchmark program behind BENCHMARKS.md; not part of the
-//     binary.
+//   - bench: the benchmarks behind BENCHMARKS.md; not part of the binary.
 package apicauthproxy
 
 import (
