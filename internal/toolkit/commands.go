@@ -635,19 +635,19 @@ func runAPICRegister(ctx context.Context, o registerOptions, stdout, stderr io.W
 // createError puts a refused POST /api/cloud/registrations in plain
 // words, with the server's own after them.
 func (o registerOptions) createError(err error) error {
-	var ce *apic.CallError
-	if !errors.As(err, &ce) {
+	var ae *apic.Error
+	if !errors.As(err, &ae) {
 		return fmt.Errorf("creating the registration %s: %w", o.Document.Name, err)
 	}
 	said := ""
-	if m := ce.ServerMessage(); m != "" {
+	if m := ae.ServerMessage(); m != "" {
 		said = " (API Connect said: " + m + ")"
 	}
 	user := o.Credentials.Username
 	if user == "" {
 		user = "of the API key"
 	}
-	switch ce.Status {
+	switch ae.Status {
 	case http.StatusConflict:
 		return fmt.Errorf("a registration named %s (or with that client id) already exists%s", o.Document.Name, said)
 	case http.StatusForbidden:
