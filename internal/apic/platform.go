@@ -2,11 +2,9 @@ package apic
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strings"
 )
 
 // This file holds the platform API calls other than the token request:
@@ -45,26 +43,6 @@ func (c *Client) Me(ctx context.Context, tok *Token) (*Me, error) {
 		return nil, err
 	}
 	return &me, nil
-}
-
-// TokenRealm reads the realm claim of an API Connect access token (a JWT),
-// without checking its signature; "" when there is none.
-func TokenRealm(token string) string {
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 {
-		return ""
-	}
-	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
-	if err != nil {
-		return ""
-	}
-	var claims struct {
-		Realm string `json:"realm"`
-	}
-	if json.Unmarshal(payload, &claims) != nil {
-		return ""
-	}
-	return claims.Realm
 }
 
 // IdentityProvider is one entry of an identity provider list.
