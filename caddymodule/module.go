@@ -5,6 +5,7 @@
 package caddymodule
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -274,38 +275,24 @@ func (h *Handler) resolve() (*resolved, error) {
 
 // check reports what is missing or contradictory, naming the fields.
 func (c *resolved) check() error {
-	var missing []string
-	if c.server == "" {
-		missing = append(missing, "server")
-	}
-	switch {
-	case c.creds.APIKey != "" && (c.creds.Username != "" || c.creds.Password != ""):
+	if c.creds.APIKey != "" && (c.creds.Username != "" || c.creds.Password != "") {
 		return fmt.Errorf("apic_auth: set either api_key or username and password, not both")
-	case c.creds.APIKey == "":
-		if c.creds.Username == "" {
-			missing = append(missing, "username (or api_key)")
-		}
-		if c.creds.Password == "" {
-			missing = append(missing, "password (or api_key)")
-		}
-		if c.creds.Realm == "" {
-			missing = append(missing, "realm")
-		}
 	}
-	if c.creds.ClientID == "" {
-		missing = append(missing, "client_id")
+	err := c.creds.Check(configNames)
+	if c.server == "" {
+		// One list names all that is missing, the server first.
+		var missing *apic.MissingError
+		if !errors.As(err, &missing) {
+			missing = &apic.MissingError{}
+		}
+		missing.Names = append([]string{"server"}, missing.Names...)
+		err = missing
 	}
-	if c.creds.ClientSecret == "" {
-		missing = append(missing, "client_secret")
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("apic_auth: missing %s", strings.Join(missing, ", "))
+	if err != nil {
+		return fmt.Errorf("apic_auth: %v", err)
 	}
 	if err := apic.CheckServer(c.server); err != nil {
 		return fmt.Errorf("apic_auth: server: %v", err)
-	}
-	if c.creds.Realm != "" && !strings.Contains(c.creds.Realm, "/") {
-		return fmt.Errorf("apic_auth: realm: want <scope>/<identity provider> such as provider/default-idp-2, got %q", c.creds.Realm)
 	}
 	if c.refreshBefore < 0 {
 		return fmt.Errorf("apic_auth: refresh_before: want a positive duration")
@@ -318,6 +305,10 @@ func (c *resolved) check() error {
 	}
 	return nil
 }
+
+// configNames name the credentials in check's errors: the config's own
+// names, with the alternative to the password grant.
+var configNames = map[string]string{"username": "username (or api_key)", "password": "password (or api_key)"}
 
 // Validate checks the configuration; Provision has resolved it already.
 func (h *Handler) Validate() error {

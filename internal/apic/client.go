@@ -10,10 +10,7 @@ package apic
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 )
@@ -70,35 +67,6 @@ type Client struct {
 // TokenURL is the token endpoint of a server base URL.
 func TokenURL(server string) string {
 	return strings.TrimSuffix(server, "/") + "/api/token"
-}
-
-// CheckServer checks that s is a usable base URL: http or https, a host,
-// no credentials, query or fragment, and not ending in /api (the client
-// adds that itself).
-func CheckServer(s string) error {
-	u, err := url.Parse(s)
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		err = ue.Err // url.Error quotes the whole URL, password included
-	}
-	switch {
-	case err != nil:
-		return fmt.Errorf("not a URL: %v", err)
-	case u.User != nil:
-		// Before any check that quotes s.
-		return fmt.Errorf("the URL must not carry credentials; use the credential settings")
-	case u.Scheme != "http" && u.Scheme != "https":
-		return fmt.Errorf("want an http:// or https:// URL, got %q", s)
-	case u.Host == "":
-		return fmt.Errorf("want a URL with a host, got %q", s)
-	case u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(s, "?#"):
-		// An empty query or fragment ("https://host?") parses as none
-		// but would swallow the /api/token that TokenURL appends.
-		return fmt.Errorf("the URL must not have a query or fragment, got %q", s)
-	case strings.HasSuffix(strings.TrimSuffix(u.Path, "/"), "/api"):
-		return fmt.Errorf("give the base URL without the trailing /api (got %q): the token endpoint is <server>/api/token", s)
-	}
-	return nil
 }
 
 // tokenRequest is the JSON body of POST /api/token. Only the grant's own

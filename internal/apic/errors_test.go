@@ -82,53 +82,6 @@ func shortQ(s string) string {
 	return s
 }
 
-func TestCheckServer(t *testing.T) {
-	good := []string{
-		"https://apic.example.com",
-		"https://apic.example.com/",
-		"http://127.0.0.1:9443",
-		"https://cp4i.example.com/integration/apis/ns/instance",
-		"https://host/apis",
-		"https://host/api-manager",
-	}
-	for _, s := range good {
-		if err := apic.CheckServer(s); err != nil {
-			t.Errorf("CheckServer(%q) = %v, want nil", s, err)
-		}
-	}
-	bad := []struct {
-		in, want string
-	}{
-		{"apic.example.com", "want an http:// or https:// URL"},
-		{"apic.example.com:9443", "want an http:// or https:// URL"},
-		{"ftp://apic.example.com", "want an http:// or https:// URL"},
-		{"https://", "want a URL with a host"},
-		{"https:///path", "want a URL with a host"},
-		{"https://user:s3cret-pw@apic.example.com", "must not carry credentials"},
-		{"ftp://user:s3cret-pw@apic.example.com", "must not carry credentials"},
-		{"https://user:s3cret-pw@apic.example.com:port", "not a URL"},
-		{"https://apic.example.com?x=1", "must not have a query or fragment"},
-		{"https://apic.example.com#frag", "must not have a query or fragment"},
-		{"https://apic.example.com?", "must not have a query or fragment"},
-		{"https://apic.example.com/#", "must not have a query or fragment"},
-		{"https://apic.example.com/api", "without the trailing /api"},
-		{"https://apic.example.com/api/", "without the trailing /api"},
-		{"https://host/integration/apis/ns/inst/api", "without the trailing /api"},
-		{"https://host/%zz", "not a URL"},
-	}
-	for _, tc := range bad {
-		err := apic.CheckServer(tc.in)
-		if err == nil {
-			t.Errorf("CheckServer(%q) = nil, want an error", tc.in)
-			continue
-		}
-		if !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("CheckServer(%q) = %q, want it to say %q", tc.in, err, tc.want)
-		}
-		checkErrorText(t, err.Error(), "s3cret-pw")
-	}
-}
-
 func TestKindString(t *testing.T) {
 	want := map[apic.Kind]string{
 		apic.KindUnreachable: "unreachable",

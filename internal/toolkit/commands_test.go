@@ -369,7 +369,7 @@ func TestAPICTokenOptionErrors(t *testing.T) {
 			[]string{"--password-file", empty}, "--password-file: " + empty + " is empty"},
 		{"missing secret file", map[string]string{"APIC_SERVER": ts.URL}, "", []string{"--client-secret-file", dir + "/none"}, "--client-secret-file: open " + dir + "/none: no such file"},
 		{"bad realm", map[string]string{"APIC_SERVER": ts.URL, "APIC_USERNAME": "developer", "APIC_PASSWORD": "p", "APIC_CLIENT_ID": "clientID", "APIC_CLIENT_SECRET": "clientPassword"}, "",
-			[]string{"--realm", "default-idp-2"}, `--realm: want <scope>/<identity provider> such as provider/default-idp-2 or admin/default-idp-1, got "default-idp-2"`},
+			[]string{"--realm", "default-idp-2"}, `--realm (APIC_REALM): want admin/<idp> or provider/<idp>, such as provider/default-idp-2, got "default-idp-2"`},
 		{"json and check", nil, "", []string{"--json", "--check"}, "--json and --check exclude each other"},
 		{"insecure and ca", map[string]string{"APIC_SERVER": ts.URL}, "", []string{"--insecure", "--ca-cert", empty}, "--insecure and --ca-cert exclude each other"},
 		{"timeout", map[string]string{"APIC_SERVER": ts.URL}, "", []string{"--timeout", "0s"}, "--timeout: want a positive duration, got 0s"},
@@ -667,6 +667,15 @@ func TestAPICRegisterBadDocument(t *testing.T) {
 	}
 	if _, errOut, err := runChore(t, "", "apic-register"); err == nil || !strings.Contains(errOut, "accepts 1 arg(s), received 0") {
 		t.Errorf("no argument: %v\n%s", err, errOut)
+	}
+	for realm, want := range map[string]string{
+		"":              "Error: missing --test-realm\n",
+		"default-idp-2": `Error: --test-realm: want admin/<idp> or provider/<idp>, such as provider/default-idp-2, got "default-idp-2"` + "\n",
+	} {
+		_, errOut, err := runChore(t, "", "apic-register", registrationFile, "--test-username", "developer", "--test-realm", realm)
+		if err == nil || errOut != want {
+			t.Errorf("--test-realm %q: %v\nstderr %q\nwant   %q", realm, err, errOut, want)
+		}
 	}
 	if n := sim.TokenRequests("", ""); n != 0 {
 		t.Errorf("%d token requests for bad documents, want none", n)

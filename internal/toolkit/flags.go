@@ -37,6 +37,19 @@ func AddLoginFlags(cmd *cobra.Command, defaultRealm string) {
 	fs.String("api-key-file", "", "file holding an API key, instead of username and password (else $APIC_API_KEY)")
 }
 
+// LoginNames name the credentials by the flags and variables of
+// AddLoginFlags, for apic.Credentials.Check. Each call returns a new map,
+// for the caller to add to.
+func LoginNames() map[string]string {
+	return map[string]string{
+		"realm":         "--realm (APIC_REALM)",
+		"username":      "--username (APIC_USERNAME)",
+		"password":      "a password (APIC_PASSWORD, --password-file or standard input)",
+		"client_id":     "--client-id (APIC_CLIENT_ID)",
+		"client_secret": "a client secret (APIC_CLIENT_SECRET or --client-secret-file)",
+	}
+}
+
 // addServerFlags registers where API Connect is and how to trust it:
 // --to, --insecure and --ca-cert.
 func addServerFlags(cmd *cobra.Command) {
