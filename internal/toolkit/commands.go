@@ -351,8 +351,7 @@ func (o *loginOptions) ReadPassword(in *secretInput) error {
 	if !o.passwordFromStdin {
 		return nil
 	}
-	pw, err := in.read(fmt.Sprintf("API Connect password for %s: ", o.Credentials.Username), "password",
-		"set APIC_PASSWORD, use --password-file, or pipe it on standard input")
+	pw, err := in.password(o.Credentials.Username)
 	if err != nil {
 		return err
 	}

@@ -134,7 +134,11 @@ func GatherCredentials(fl caddycmd.Flags) CredentialSources {
 // ReadPassword reads a password from a terminal without echo, or the first
 // line of piped input.
 func ReadPassword(in *os.File, prompt io.Writer, user string) (string, error) {
-	s := &secretInput{in: in, prompt: prompt}
+	return (&secretInput{in: in, prompt: prompt}).password(user)
+}
+
+// password reads the password of user, for every command that logs in.
+func (s *secretInput) password(user string) (string, error) {
 	return s.read(fmt.Sprintf("API Connect password for %s: ", user), "password",
 		"set APIC_PASSWORD, use --password-file, or pipe it on standard input")
 }
