@@ -32,7 +32,7 @@ func CheckServer(s string) error {
 		return fmt.Errorf("want a URL with a host, got %q", s)
 	case u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(s, "?#"):
 		// An empty query or fragment ("https://host?") parses as none
-		// but would swallow the /api/token that TokenURL appends.
+		// but would swallow the /api/token that the client appends.
 		return fmt.Errorf("the URL must not have a query or fragment, got %q", s)
 	case strings.HasSuffix(strings.TrimSuffix(u.Path, "/"), "/api"):
 		return fmt.Errorf("give the base URL without the trailing /api (got %q): the token endpoint is <server>/api/token", s)

@@ -11,7 +11,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"strings"
 	"time"
 )
 
@@ -62,11 +61,6 @@ type Client struct {
 	// Now is the clock that token expiry is computed with. Default
 	// time.Now.
 	Now func() time.Time
-}
-
-// TokenURL is the token endpoint of a server base URL.
-func TokenURL(server string) string {
-	return strings.TrimSuffix(server, "/") + "/api/token"
 }
 
 // tokenRequest is the JSON body of POST /api/token. Only the grant's own

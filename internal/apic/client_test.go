@@ -373,7 +373,7 @@ func TestErrorClassification(t *testing.T) {
 			if ae.Grant != apic.GrantPassword {
 				t.Errorf("Grant = %q, want password", ae.Grant)
 			}
-			if want := apic.TokenURL(c.Server); ae.URL != want {
+			if want := c.Server + "/api/token"; ae.URL != want {
 				t.Errorf("URL = %q, want %q", ae.URL, want)
 			}
 			switch {
@@ -618,18 +618,5 @@ func TestCredentialsGrant(t *testing.T) {
 	}
 	if g := (apic.Credentials{APIKey: "k"}).Grant(); g != apic.GrantAPIKey {
 		t.Errorf("Grant() = %q, want api_key", g)
-	}
-}
-
-func TestTokenURL(t *testing.T) {
-	for in, want := range map[string]string{
-		"https://h":          "https://h/api/token",
-		"https://h/":         "https://h/api/token",
-		"https://h/p/q":      "https://h/p/q/api/token",
-		"http://127.0.0.1:9": "http://127.0.0.1:9/api/token",
-	} {
-		if got := apic.TokenURL(in); got != want {
-			t.Errorf("TokenURL(%q) = %q, want %q", in, got, want)
-		}
 	}
 }

@@ -107,22 +107,6 @@ type Registration struct {
 	URL        string   `json:"url"`
 }
 
-// Registrations lists the registrations (GET /api/cloud/registrations, a
-// Cloud Manager call).
-func (c *Client) Registrations(ctx context.Context, tok *Token) ([]Registration, error) {
-	var list struct {
-		Results []Registration `json:"results"`
-	}
-	err := c.send(ctx, request{
-		method: http.MethodGet, path: "/api/cloud/registrations", token: tok, want: []int{http.StatusOK},
-		answer: func(data []byte) error { return decodeJSON(data, &list) },
-	})
-	if err != nil {
-		return nil, err
-	}
-	return list.Results, nil
-}
-
 // CreateRegistration creates a registration with
 // POST /api/cloud/registrations (a Cloud Manager call, scope
 // cloud:manage) and returns it as the server describes it.

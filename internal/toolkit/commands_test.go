@@ -557,11 +557,7 @@ func TestAPICRegister(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	regs, err := c.Registrations(t.Context(), tok)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.ContainsFunc(regs, func(r apic.Registration) bool {
+	if regs := listRegistrations(t, hc, ts.URL, tok.AccessToken); !slices.ContainsFunc(regs, func(r apic.Registration) bool {
 		return r.Name == "apic-auth-proxy-ci" && r.ClientID == "apic-auth-proxy-ci" && r.Title == "apic-auth-proxy CI" && len(r.Scopes) == 7
 	}) {
 		t.Errorf("registrations %+v lack apic-auth-proxy-ci", regs)
@@ -795,4 +791,26 @@ func TestChoreTimeout(t *testing.T) {
 	if err == nil || !strings.Contains(errOut, "token endpoint "+hang.URL+"/api/token timed out") {
 		t.Errorf("apic-token: %v\n%s", err, errOut)
 	}
+}
+
+// listRegistrations asks GET /api/cloud/registrations with the token.
+func listRegistrations(t *testing.T, hc *http.Client, server, token string) []apic.Registration {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, server+"/api/cloud/registrations", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var list struct {
+		Results []apic.Registration `json:"results"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /api/cloud/registrations: status %d, %v", resp.StatusCode, err)
+	}
+	return list.Results
 }
