@@ -216,23 +216,14 @@ func (o *proxyOptions) config() (*caddy.Config, string, error) {
 	if err := apic.CheckServer(o.To); err != nil {
 		return nil, "", fmt.Errorf("--to: %v", err)
 	}
-	var missing []string
-	if o.APIKey == "" {
-		if o.Username == "" {
-			missing = append(missing, "--username (APIC_USERNAME)")
-		}
-		if o.Password == "" {
-			missing = append(missing, "a password (APIC_PASSWORD, --password-file or standard input)")
-		}
+	creds := apic.Credentials{ClientID: o.ClientID, ClientSecret: o.ClientSecret}
+	if o.APIKey != "" {
+		creds.APIKey = o.APIKey
+	} else {
+		creds.Realm, creds.Username, creds.Password = o.Realm, o.Username, o.Password
 	}
-	if o.ClientID == "" {
-		missing = append(missing, "--client-id (APIC_CLIENT_ID)")
-	}
-	if o.ClientSecret == "" {
-		missing = append(missing, "a client secret (APIC_CLIENT_SECRET or --client-secret-file)")
-	}
-	if len(missing) > 0 {
-		return nil, "", fmt.Errorf("missing %s", strings.Join(missing, ", "))
+	if err := creds.Check(toolkit.LoginNames()); err != nil {
+		return nil, "", err
 	}
 	listen, err := listenAddress(o.From)
 	if err != nil {
@@ -241,14 +232,10 @@ func (o *proxyOptions) config() (*caddy.Config, string, error) {
 	to, _ := url.Parse(o.To)
 
 	auth := Handler{
-		Server: o.To, ClientID: o.ClientID, ClientSecret: o.ClientSecret,
+		Server: o.To, ClientID: creds.ClientID, ClientSecret: creds.ClientSecret,
+		Realm: creds.Realm, Username: creds.Username, Password: creds.Password, APIKey: creds.APIKey,
 		TLSInsecureSkipVerify: o.Insecure, TLSTrustedCACerts: o.CACerts,
 		AllowedHosts: o.AllowedHosts,
-	}
-	if o.APIKey != "" {
-		auth.APIKey = o.APIKey
-	} else {
-		auth.Realm, auth.Username, auth.Password = o.Realm, o.Username, o.Password
 	}
 
 	port := to.Port()

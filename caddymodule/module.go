@@ -5,6 +5,7 @@
 package caddymodule
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -276,50 +277,40 @@ func (h *Handler) resolve() (*resolved, error) {
 
 // check reports what is missing or contradictory, naming the fields.
 func (c *resolved) check() error {
-	var missing []string
+	if c.creds.APIKey != "" && (c.creds.Username != "" || c.creds.Password != "") {
+		return fmt.Errorf("set either api_key or username and password, not both")
+	}
+	err := c.creds.Check(configNames)
 	if c.server == "" {
-		missing = append(missing, "server")
-	}
-	switch {
-	case c.creds.APIKey != "" && (c.creds.Username != "" || c.creds.Password != ""):
-		return fmt.Errorf("apic_auth: set either api_key or username and password, not both")
-	case c.creds.APIKey == "":
-		if c.creds.Username == "" {
-			missing = append(missing, "username (or api_key)")
+		// One list names all that is missing, the server first.
+		var missing *apic.MissingError
+		if !errors.As(err, &missing) {
+			missing = &apic.MissingError{}
 		}
-		if c.creds.Password == "" {
-			missing = append(missing, "password (or api_key)")
-		}
-		if c.creds.Realm == "" {
-			missing = append(missing, "realm")
-		}
+		missing.Names = append([]string{"server"}, missing.Names...)
+		err = missing
 	}
-	if c.creds.ClientID == "" {
-		missing = append(missing, "client_id")
-	}
-	if c.creds.ClientSecret == "" {
-		missing = append(missing, "client_secret")
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("apic_auth: missing %s", strings.Join(missing, ", "))
+	if err != nil {
+		return err
 	}
 	if err := apic.CheckServer(c.server); err != nil {
-		return fmt.Errorf("apic_auth: server: %v", err)
-	}
-	if c.creds.Realm != "" && !strings.Contains(c.creds.Realm, "/") {
-		return fmt.Errorf("apic_auth: realm: want <scope>/<identity provider> such as provider/default-idp-2, got %q", c.creds.Realm)
+		return fmt.Errorf("server: %v", err)
 	}
 	if c.refreshBefore < 0 {
-		return fmt.Errorf("apic_auth: refresh_before: want a positive duration")
+		return fmt.Errorf("refresh_before: want a positive duration")
 	}
 	if c.timeout < 0 {
-		return fmt.Errorf("apic_auth: timeout: want a positive duration")
+		return fmt.Errorf("timeout: want a positive duration")
 	}
 	if c.insecure && len(c.caFiles) > 0 {
-		return fmt.Errorf("apic_auth: tls_insecure_skip_verify and tls_trusted_ca_certs exclude each other")
+		return fmt.Errorf("tls_insecure_skip_verify and tls_trusted_ca_certs exclude each other")
 	}
 	return nil
 }
+
+// configNames name the credentials in check's errors: the config's own
+// names, with the alternative to the password grant.
+var configNames = map[string]string{"username": "username (or api_key)", "password": "password (or api_key)"}
 
 // Cleanup leaves the token session; the last handler using it stops it.
 func (h *Handler) Cleanup() error {

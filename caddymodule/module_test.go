@@ -77,7 +77,7 @@ func TestProvisionErrors(t *testing.T) {
 		h     *Handler
 		wants []string
 	}{
-		{"nothing", &Handler{}, []string{"apic_auth: missing server, username (or api_key), password (or api_key), realm, client_id, client_secret"}},
+		{"nothing", &Handler{}, []string{"missing server, username (or api_key), password (or api_key), realm, client_id, client_secret"}},
 		{"no client", full(func(h *Handler) { h.ClientID, h.ClientSecret = "", "" }), []string{"missing client_id, client_secret"}},
 		{"no realm", full(func(h *Handler) { h.Realm = "" }), []string{"missing realm"}},
 		{"unset env", full(func(h *Handler) { h.Password = "{env.APIC_TEST_UNSET_VAR}" }), []string{"password: placeholder {env.APIC_TEST_UNSET_VAR} is unset"}},
@@ -88,7 +88,8 @@ func TestProvisionErrors(t *testing.T) {
 		{"trailing api", full(func(h *Handler) { h.Server = "https://apim.example.com/api" }), []string{"server: give the base URL without the trailing /api"}},
 		{"credentials in URL", full(func(h *Handler) { h.Server = "https://u:" + secret + "@apim.example.com" }), []string{"server: the URL must not carry credentials"}},
 		{"no scheme", full(func(h *Handler) { h.Server = "apim.example.com" }), []string{"server: want an http:// or https:// URL"}},
-		{"bad realm", full(func(h *Handler) { h.Realm = "default-idp-2" }), []string{"realm: want <scope>/<identity provider>"}},
+		{"bad realm", full(func(h *Handler) { h.Realm = "default-idp-2" }), []string{`realm: want admin/<idp> or provider/<idp>, such as provider/default-idp-2, got "default-idp-2"`}},
+		{"realm without identity provider", full(func(h *Handler) { h.Realm = "provider/" }), []string{`realm: want admin/<idp> or provider/<idp>`}},
 		{"insecure and CA", full(func(h *Handler) { h.TLSInsecureSkipVerify, h.TLSTrustedCACerts = true, []string{"/x.pem"} }), []string{"exclude each other"}},
 		{"unreadable CA", full(func(h *Handler) { h.TLSTrustedCACerts = []string{"/nonexistent/ca.pem"} }), []string{"tls_trusted_ca_certs"}},
 	} {

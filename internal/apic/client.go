@@ -1,20 +1,16 @@
 // Package apic talks to the IBM API Connect platform (management) REST API:
 // it requests tokens from POST <server>/api/token with the password,
 // api_key or refresh_token grant, turns the answer into an oauth2.Token,
-// and classifies every failure so that callers can decide between backing
-// off and stopping. It knows nothing of Caddy.
+// makes the few other calls the proxy and the toolkit need, and
+// classifies every failure (one Error type for all of them) so that
+// callers can decide between backing off and stopping. It knows nothing
+// of Caddy.
 package apic
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
 	"net/http"
-	"net/url"
-	"strings"
 	"time"
 )
 
@@ -50,10 +46,8 @@ func (c Credentials) secrets() []string {
 	return []string{c.Password, c.APIKey, c.ClientSecret}
 }
 
-// UserAgent is sent with every request.
-var UserAgent = "apic-auth-proxy"
-
-// Client requests tokens from one API Connect server.
+// Client requests tokens from one API Connect server and makes its
+// other platform API calls.
 type Client struct {
 	// Server is the platform API's base URL: scheme, host, optional
 	// port and path prefix, without the trailing /api.
@@ -61,45 +55,12 @@ type Client struct {
 	// Credentials are the user's and the registration's.
 	Credentials Credentials
 	// HTTP sends the requests; its Timeout is not used, pass a context
-	// with a deadline instead. Default http.DefaultClient.
+	// with a deadline instead. Default: NewHTTPClient's, trusting the
+	// system's authorities.
 	HTTP *http.Client
 	// Now is the clock that token expiry is computed with. Default
 	// time.Now.
 	Now func() time.Time
-}
-
-// TokenURL is the token endpoint of a server base URL.
-func TokenURL(server string) string {
-	return strings.TrimSuffix(server, "/") + "/api/token"
-}
-
-// CheckServer checks that s is a usable base URL: http or https, a host,
-// no credentials, query or fragment, and not ending in /api (the client
-// adds that itself).
-func CheckServer(s string) error {
-	u, err := url.Parse(s)
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		err = ue.Err // url.Error quotes the whole URL, password included
-	}
-	switch {
-	case err != nil:
-		return fmt.Errorf("not a URL: %v", err)
-	case u.User != nil:
-		// Before any check that quotes s.
-		return fmt.Errorf("the URL must not carry credentials; use the credential settings")
-	case u.Scheme != "http" && u.Scheme != "https":
-		return fmt.Errorf("want an http:// or https:// URL, got %q", s)
-	case u.Host == "":
-		return fmt.Errorf("want a URL with a host, got %q", s)
-	case u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(s, "?#"):
-		// An empty query or fragment ("https://host?") parses as none
-		// but would swallow the /api/token that TokenURL appends.
-		return fmt.Errorf("the URL must not have a query or fragment, got %q", s)
-	case strings.HasSuffix(strings.TrimSuffix(u.Path, "/"), "/api"):
-		return fmt.Errorf("give the base URL without the trailing /api (got %q): the token endpoint is <server>/api/token", s)
-	}
-	return nil
 }
 
 // tokenRequest is the JSON body of POST /api/token. Only the grant's own
@@ -147,61 +108,28 @@ func (c *Client) httpClient() *http.Client {
 	if c.HTTP != nil {
 		return c.HTTP
 	}
-	return http.DefaultClient
+	return defaultHTTP()
 }
-
-// maxResponse bounds what is read of a token response or error body.
-const maxResponse = 1 << 20
 
 func (c *Client) requestToken(ctx context.Context, tr tokenRequest) (*Token, error) {
 	body, err := json.Marshal(tr)
 	if err != nil {
 		return nil, err
 	}
-	endpoint := TokenURL(c.Server)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
+	var tok *Token
+	err = c.send(ctx, request{
+		method: http.MethodPost, path: "/api/token", grant: tr.GrantType, body: body,
+		secrets: []string{tr.RefreshToken}, // as secret as the password
+		want:    []int{http.StatusOK},
+		answer: func(data []byte) (err error) {
+			tok, err = ParseTokenResponse(data, c.now())
+			return err
+		},
+	})
 	if err != nil {
-		return nil, &Error{Kind: KindUnreachable, URL: endpoint, Grant: tr.GrantType, Err: err}
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", UserAgent)
-	resp, err := c.httpClient().Do(req)
-	if err != nil {
-		return nil, transportError(ctx, endpoint, tr.GrantType, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
-	if err != nil {
-		return nil, transportError(ctx, endpoint, tr.GrantType, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		// The refresh token is as secret as the password.
-		return nil, c.statusError(endpoint, tr.GrantType, c.scrubber(tr.RefreshToken), resp, data)
-	}
-	tok, err := ParseTokenResponse(data, c.now())
-	if err != nil {
-		// The error quotes the start of the body, which may echo the request.
-		err = errors.New(c.scrubber(tr.RefreshToken).Scrub(err.Error()))
-		return nil, &Error{Kind: KindBadResponse, URL: endpoint, Grant: tr.GrantType, Status: resp.StatusCode, Err: err}
+		return nil, err
 	}
 	return tok, nil
-}
-
-// statusError turns a non-200 answer into an Error with the server's own
-// messages, scrubbed of the secrets this client sent.
-func (c *Client) statusError(endpoint, grant string, s *Scrubber, resp *http.Response, body []byte) *Error {
-	e := &Error{URL: endpoint, Grant: grant, Status: resp.StatusCode, Messages: ErrorMessages(body, s)}
-	e.RetryAt = ParseRetryAfter(resp.Header.Get("Retry-After"), c.now())
-	switch s := resp.StatusCode; {
-	case s == http.StatusTooManyRequests:
-		e.Kind = KindRateLimited
-	case s == http.StatusRequestTimeout || s >= 500:
-		e.Kind = KindServer
-	default:
-		e.Kind = KindRefused
-	}
-	return e
 }
 
 // Scrubber returns the scrubber of this client's secrets.
@@ -213,78 +141,8 @@ func (c *Client) scrubber(extra ...string) *Scrubber {
 	return NewScrubber(append(c.Credentials.secrets(), extra...)...)
 }
 
-// ErrorMessages reads the messages of an API Connect error body,
-// {"status":N,"message":["..."],"errors":["..."]}, with s's secrets
-// scrubbed before any is shortened. A body of another shape gives its
-// first line, shortened; an empty body gives none.
-func ErrorMessages(body []byte, s *Scrubber) []string {
-	var e struct {
-		Message json.RawMessage `json:"message"`
-		Errors  json.RawMessage `json:"errors"`
-	}
-	var out []string
-	if json.Unmarshal(body, &e) == nil {
-		out = append(out, stringsOf(e.Message)...)
-		out = append(out, stringsOf(e.Errors)...)
-		if len(out) > 0 {
-			for i, m := range out {
-				out[i] = shorten(s.Scrub(m), 500)
-			}
-			return out
-		}
-	}
-	line, _, _ := strings.Cut(strings.TrimSpace(string(body)), "\n")
-	if line == "" {
-		return nil
-	}
-	return []string{shorten(s.Scrub(line), 200)}
-}
-
-// stringsOf reads a JSON string or array of strings (message is always an
-// array, but be lenient about what arrives).
-func stringsOf(raw json.RawMessage) []string {
-	if len(raw) == 0 {
-		return nil
-	}
-	var list []string
-	if json.Unmarshal(raw, &list) == nil {
-		return list
-	}
-	var one string
-	if json.Unmarshal(raw, &one) == nil && one != "" {
-		return []string{one}
-	}
-	return nil
-}
-
-func shorten(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
-}
-
 // SignOut ends the session of an access token upstream with
 // POST <server>/api/me/sign-out, which also revokes its refresh token.
 func (c *Client) SignOut(ctx context.Context, tok *Token) error {
-	endpoint := strings.TrimSuffix(c.Server, "/") + "/api/me/sign-out"
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", UserAgent)
-	resp, err := c.httpClient().Do(req)
-	if err != nil {
-		return transportError(ctx, endpoint, "", err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
-	if resp.StatusCode/100 != 2 {
-		e := c.statusError(endpoint, "", c.scrubber(tok.AccessToken, tok.RefreshToken), resp, data)
-		e.Grant = "sign-out"
-		return e
-	}
-	return nil
+	return c.send(ctx, request{method: http.MethodPost, path: "/api/me/sign-out", token: tok})
 }

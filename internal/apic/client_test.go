@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/oauth2"
+
 	"github.com/apic-tools/apic-auth-proxy/internal/apic"
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
 )
@@ -371,7 +373,7 @@ func TestErrorClassification(t *testing.T) {
 			if ae.Grant != apic.GrantPassword {
 				t.Errorf("Grant = %q, want password", ae.Grant)
 			}
-			if want := apic.TokenURL(c.Server); ae.URL != want {
+			if want := c.Server + "/api/token"; ae.URL != want {
 				t.Errorf("URL = %q, want %q", ae.URL, want)
 			}
 			switch {
@@ -551,7 +553,7 @@ func TestRequestHeaders(t *testing.T) {
 	if s.method != http.MethodPost || s.path != "/integration/apis/ns/inst/api/token" {
 		t.Errorf("request %s %s, want POST /integration/apis/ns/inst/api/token", s.method, s.path)
 	}
-	if s.contentType != "application/json" || s.accept != "application/json" || s.userAgent != apic.UserAgent {
+	if s.contentType != "application/json" || s.accept != "application/json" || !strings.HasPrefix(s.userAgent, "apic-auth-proxy") {
 		t.Errorf("headers Content-Type %q Accept %q User-Agent %q", s.contentType, s.accept, s.userAgent)
 	}
 	want := map[string]any{
@@ -571,24 +573,50 @@ func TestRequestHeaders(t *testing.T) {
 	}
 }
 
+// TestCallHeaders: the platform calls send the headers the token
+// request does, and the bearer token when they have one.
+func TestCallHeaders(t *testing.T) {
+	got := make(chan http.Header, 1)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Clone()
+		w.Header().Set("Content-Type", "application/json")
+		if r.Method == http.MethodPost {
+			w.WriteHeader(http.StatusCreated)
+		}
+		_, _ = io.WriteString(w, `{"name":"x","results":[]}`)
+	}))
+	t.Cleanup(ts.Close)
+	c := &apic.Client{Server: ts.URL, Credentials: developer(), HTTP: ts.Client()}
+	tok := &apic.Token{Token: oauth2.Token{AccessToken: "the-bearer-token"}}
+	doc, err := apic.ParseRegistrationDocument([]byte("name: x\nclient_id: y\nclient_secret: a-long-random-secret\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name        string
+		call        func() error
+		auth, ctype string
+	}{
+		{"identity providers", func() error { _, err := c.IdentityProviders(testCtx(t), "admin"); return err }, "", ""},
+		{"create registration", func() error { _, err := c.CreateRegistration(testCtx(t), tok, doc); return err }, "Bearer the-bearer-token", "application/json"},
+	} {
+		if err := tc.call(); err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+		h := <-got
+		if h.Get("Accept") != "application/json" || !strings.HasPrefix(h.Get("User-Agent"), "apic-auth-proxy") ||
+			h.Get("Authorization") != tc.auth || h.Get("Content-Type") != tc.ctype {
+			t.Errorf("%s: Accept %q User-Agent %q Authorization %q Content-Type %q, want application/json, apic-auth-proxy..., %q, %q",
+				tc.name, h.Get("Accept"), h.Get("User-Agent"), h.Get("Authorization"), h.Get("Content-Type"), tc.auth, tc.ctype)
+		}
+	}
+}
+
 func TestCredentialsGrant(t *testing.T) {
 	if g := (apic.Credentials{Username: "u", Password: "p"}).Grant(); g != apic.GrantPassword {
 		t.Errorf("Grant() = %q, want password", g)
 	}
 	if g := (apic.Credentials{APIKey: "k"}).Grant(); g != apic.GrantAPIKey {
 		t.Errorf("Grant() = %q, want api_key", g)
-	}
-}
-
-func TestTokenURL(t *testing.T) {
-	for in, want := range map[string]string{
-		"https://h":          "https://h/api/token",
-		"https://h/":         "https://h/api/token",
-		"https://h/p/q":      "https://h/p/q/api/token",
-		"http://127.0.0.1:9": "http://127.0.0.1:9/api/token",
-	} {
-		if got := apic.TokenURL(in); got != want {
-			t.Errorf("TokenURL(%q) = %q, want %q", in, got, want)
-		}
 	}
 }

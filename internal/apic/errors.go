@@ -4,21 +4,23 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// Kind is the class of a token request failure.
+// Kind is the class of a failed request.
 type Kind int
 
-// Kinds of failure. Refused means the server will not give a token for
-// these credentials and asking again soon will not help; every other kind
-// may heal by itself.
+// Kinds of failure. Refused means the server will not do it for these
+// credentials or this request and asking again soon will not help; every
+// other kind may heal by itself.
 const (
 	KindUnreachable Kind = iota + 1 // no connection: refused, no route, DNS
 	KindTimeout                     // no answer in time
@@ -26,7 +28,7 @@ const (
 	KindRefused                     // 4xx but 408 and 429: credentials or request refused
 	KindRateLimited                 // 429
 	KindServer                      // 5xx or 408
-	KindBadResponse                 // 200 without a usable token
+	KindBadResponse                 // an answer of no use: a success without what was asked for, or a redirect
 )
 
 // String names the kind, for logs and metric labels.
@@ -50,11 +52,28 @@ func (k Kind) String() string {
 	return "unknown"
 }
 
-// Error is a failed token request. It never holds a secret: server
-// messages are scrubbed of the credentials that were sent.
+// statusKind classifies an answer whose status is not the one asked for.
+func statusKind(status int) Kind {
+	switch {
+	case status == http.StatusTooManyRequests:
+		return KindRateLimited
+	case status == http.StatusRequestTimeout || status >= 500:
+		return KindServer
+	case status >= 400:
+		return KindRefused
+	}
+	return KindBadResponse
+}
+
+// Error is a failed request to the platform API: a token request (Grant
+// is set) or any other call. It never holds a secret: server messages
+// are scrubbed of the credentials, tokens and other secrets that were
+// sent.
 type Error struct {
-	Kind  Kind
-	URL   string // the token endpoint
+	Kind   Kind
+	Method string
+	URL    string
+	// Grant is the grant type of a token request; "" for other calls.
 	Grant string
 	// Status is the HTTP status, 0 when none arrived.
 	Status int
@@ -77,32 +96,22 @@ func (e *Error) RetryAfter() time.Time { return e.RetryAt }
 // Cause names the kind of failure, for logs and metric labels.
 func (e *Error) Cause() string { return e.Kind.String() }
 
+// ServerMessage is the server's messages in one line, or "" when it gave
+// none.
+func (e *Error) ServerMessage() string { return strings.Join(e.Messages, "; ") }
+
+// Error names the endpoint, what went wrong, and the server's messages.
+// A token request's text starts "token endpoint <url>", any other call's
+// "<method> <url>:".
 func (e *Error) Error() string {
 	var b strings.Builder
-	switch e.Kind {
-	case KindUnreachable:
-		fmt.Fprintf(&b, "token endpoint %s unreachable", e.URL)
-	case KindTimeout:
-		fmt.Fprintf(&b, "token endpoint %s timed out", e.URL)
-	case KindTLS:
-		fmt.Fprintf(&b, "token endpoint %s failed TLS verification", e.URL)
-	case KindRefused:
-		what := "the " + e.Grant + " token request"
-		if e.Status == 401 || e.Status == 403 {
-			what = "the credentials (" + e.Grant + " grant)"
-		}
-		fmt.Fprintf(&b, "token endpoint %s refused %s: status %d", e.URL, what, e.Status)
-	case KindRateLimited:
-		fmt.Fprintf(&b, "token endpoint %s is rate limiting: status %d", e.URL, e.Status)
-	case KindServer:
-		fmt.Fprintf(&b, "token endpoint %s failed: status %d", e.URL, e.Status)
-	case KindBadResponse:
-		fmt.Fprintf(&b, "token endpoint %s answered without a usable token", e.URL)
-	default:
-		fmt.Fprintf(&b, "token request to %s failed", e.URL)
+	if e.Grant != "" {
+		e.tokenText(&b)
+	} else {
+		e.callText(&b)
 	}
 	if len(e.Messages) > 0 {
-		fmt.Fprintf(&b, ": %s", strings.Join(e.Messages, "; "))
+		fmt.Fprintf(&b, ": %s", e.ServerMessage())
 	}
 	if e.Err != nil {
 		fmt.Fprintf(&b, ": %v", e.Err)
@@ -110,12 +119,64 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
+func (e *Error) tokenText(b *strings.Builder) {
+	switch e.Kind {
+	case KindUnreachable:
+		fmt.Fprintf(b, "token endpoint %s unreachable", e.URL)
+	case KindTimeout:
+		fmt.Fprintf(b, "token endpoint %s timed out", e.URL)
+	case KindTLS:
+		fmt.Fprintf(b, "token endpoint %s failed TLS verification", e.URL)
+	case KindRefused:
+		what := "the " + e.Grant + " token request"
+		if e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden {
+			what = "the credentials (" + e.Grant + " grant)"
+		}
+		fmt.Fprintf(b, "token endpoint %s refused %s: status %d", e.URL, what, e.Status)
+	case KindRateLimited:
+		fmt.Fprintf(b, "token endpoint %s is rate limiting: status %d", e.URL, e.Status)
+	case KindServer:
+		fmt.Fprintf(b, "token endpoint %s failed: status %d", e.URL, e.Status)
+	case KindBadResponse:
+		if e.Status != http.StatusOK {
+			fmt.Fprintf(b, "token endpoint %s answered status %d without a token", e.URL, e.Status)
+			return
+		}
+		fmt.Fprintf(b, "token endpoint %s answered without a usable token", e.URL)
+	default:
+		fmt.Fprintf(b, "token request to %s failed", e.URL)
+	}
+}
+
+func (e *Error) callText(b *strings.Builder) {
+	call := e.Method + " " + e.URL
+	switch e.Kind {
+	case KindUnreachable:
+		fmt.Fprintf(b, "%s: unreachable", call)
+	case KindTimeout:
+		fmt.Fprintf(b, "%s: timed out", call)
+	case KindTLS:
+		fmt.Fprintf(b, "%s: TLS verification failed", call)
+	case KindBadResponse:
+		fmt.Fprintf(b, "%s: unusable answer (status %d)", call, e.Status)
+	case KindRefused, KindRateLimited, KindServer:
+		fmt.Fprintf(b, "%s: status %d", call, e.Status)
+	default:
+		fmt.Fprintf(b, "%s: failed", call)
+	}
+}
+
 func (e *Error) Unwrap() error { return e.Err }
 
-// transportError classifies an error from sending the request or reading
-// the answer.
-func transportError(ctx context.Context, endpoint, grant string, err error) *Error {
-	e := &Error{URL: endpoint, Grant: grant, Err: err}
+// transportKind classifies an error from sending a request or reading the
+// answer, and returns the cause worth showing: without the *url.Error
+// wrapping (the Error names the method and URL itself), and none for a
+// timeout ("context deadline exceeded" says nothing more).
+func transportKind(ctx context.Context, err error) (Kind, error) {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
 	var (
 		netErr      net.Error
 		unknownAuth x509.UnknownAuthorityError
@@ -127,15 +188,63 @@ func transportError(ctx context.Context, endpoint, grant string, err error) *Err
 	switch {
 	case errors.As(err, &unknownAuth), errors.As(err, &hostErr), errors.As(err, &invalidCert),
 		errors.As(err, &verifyErr), errors.As(err, &recordErr):
-		e.Kind = KindTLS
+		return KindTLS, err
 	case errors.Is(err, context.DeadlineExceeded), ctx.Err() != nil,
 		errors.As(err, &netErr) && netErr.Timeout():
-		e.Kind = KindTimeout
-		e.Err = nil // "context deadline exceeded" says nothing more
-	default:
-		e.Kind = KindUnreachable
+		return KindTimeout, nil
 	}
-	return e
+	return KindUnreachable, err
+}
+
+// ErrorMessages reads the messages of an API Connect error body,
+// {"status":N,"message":["..."],"errors":["..."]}, with s's secrets
+// scrubbed before any is shortened. A body of another shape gives its
+// first line, shortened; an empty body gives none.
+func ErrorMessages(body []byte, s *Scrubber) []string {
+	var e struct {
+		Message json.RawMessage `json:"message"`
+		Errors  json.RawMessage `json:"errors"`
+	}
+	var out []string
+	if json.Unmarshal(body, &e) == nil {
+		out = append(out, stringsOf(e.Message)...)
+		out = append(out, stringsOf(e.Errors)...)
+		if len(out) > 0 {
+			for i, m := range out {
+				out[i] = shorten(s.Scrub(m), 500)
+			}
+			return out
+		}
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(body)), "\n")
+	if line == "" {
+		return nil
+	}
+	return []string{shorten(s.Scrub(line), 200)}
+}
+
+// stringsOf reads a JSON string or array of strings (message is always an
+// array, but be lenient about what arrives).
+func stringsOf(raw json.RawMessage) []string {
+	if len(raw) == 0 {
+		return nil
+	}
+	var list []string
+	if json.Unmarshal(raw, &list) == nil {
+		return list
+	}
+	var one string
+	if json.Unmarshal(raw, &one) == nil && one != "" {
+		return []string{one}
+	}
+	return nil
+}
+
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }
 
 // ParseRetryAfter reads a Retry-After header: delay seconds or an HTTP

@@ -1,12 +1,17 @@
 package apic_test
 
 import (
+	"context"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/oauth2"
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apic"
 )
@@ -77,53 +82,6 @@ func shortQ(s string) string {
 	return s
 }
 
-func TestCheckServer(t *testing.T) {
-	good := []string{
-		"https://apic.example.com",
-		"https://apic.example.com/",
-		"http://127.0.0.1:9443",
-		"https://cp4i.example.com/integration/apis/ns/instance",
-		"https://host/apis",
-		"https://host/api-manager",
-	}
-	for _, s := range good {
-		if err := apic.CheckServer(s); err != nil {
-			t.Errorf("CheckServer(%q) = %v, want nil", s, err)
-		}
-	}
-	bad := []struct {
-		in, want string
-	}{
-		{"apic.example.com", "want an http:// or https:// URL"},
-		{"apic.example.com:9443", "want an http:// or https:// URL"},
-		{"ftp://apic.example.com", "want an http:// or https:// URL"},
-		{"https://", "want a URL with a host"},
-		{"https:///path", "want a URL with a host"},
-		{"https://user:s3cret-pw@apic.example.com", "must not carry credentials"},
-		{"ftp://user:s3cret-pw@apic.example.com", "must not carry credentials"},
-		{"https://user:s3cret-pw@apic.example.com:port", "not a URL"},
-		{"https://apic.example.com?x=1", "must not have a query or fragment"},
-		{"https://apic.example.com#frag", "must not have a query or fragment"},
-		{"https://apic.example.com?", "must not have a query or fragment"},
-		{"https://apic.example.com/#", "must not have a query or fragment"},
-		{"https://apic.example.com/api", "without the trailing /api"},
-		{"https://apic.example.com/api/", "without the trailing /api"},
-		{"https://host/integration/apis/ns/inst/api", "without the trailing /api"},
-		{"https://host/%zz", "not a URL"},
-	}
-	for _, tc := range bad {
-		err := apic.CheckServer(tc.in)
-		if err == nil {
-			t.Errorf("CheckServer(%q) = nil, want an error", tc.in)
-			continue
-		}
-		if !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("CheckServer(%q) = %q, want it to say %q", tc.in, err, tc.want)
-		}
-		checkErrorText(t, err.Error(), "s3cret-pw")
-	}
-}
-
 func TestKindString(t *testing.T) {
 	want := map[apic.Kind]string{
 		apic.KindUnreachable: "unreachable",
@@ -144,33 +102,161 @@ func TestKindString(t *testing.T) {
 }
 
 func TestErrorText(t *testing.T) {
-	const url = "https://h/api/token"
+	const (
+		url  = "https://h/api/token"
+		call = "https://h/api/me"
+		pw   = apic.GrantPassword
+	)
 	cases := []struct {
 		e    apic.Error
 		want string
 	}{
-		{apic.Error{Kind: apic.KindUnreachable, URL: url, Err: io.EOF}, "token endpoint https://h/api/token unreachable: EOF"},
-		{apic.Error{Kind: apic.KindTimeout, URL: url}, "token endpoint https://h/api/token timed out"},
-		{apic.Error{Kind: apic.KindTLS, URL: url, Err: errors.New("x509: bad")}, "token endpoint https://h/api/token failed TLS verification: x509: bad"},
+		// Token requests: Grant is set.
+		{apic.Error{Kind: apic.KindUnreachable, Method: "POST", URL: url, Grant: pw, Err: io.EOF}, "token endpoint https://h/api/token unreachable: EOF"},
+		{apic.Error{Kind: apic.KindTimeout, Method: "POST", URL: url, Grant: pw}, "token endpoint https://h/api/token timed out"},
+		{apic.Error{Kind: apic.KindTLS, Method: "POST", URL: url, Grant: pw, Err: errors.New("x509: bad")}, "token endpoint https://h/api/token failed TLS verification: x509: bad"},
 		{apic.Error{Kind: apic.KindRefused, URL: url, Grant: "password", Status: 401, Messages: []string{"a", "b"}},
 			"token endpoint https://h/api/token refused the credentials (password grant): status 401: a; b"},
 		{apic.Error{Kind: apic.KindRefused, URL: url, Grant: "api_key", Status: 403},
 			"token endpoint https://h/api/token refused the credentials (api_key grant): status 403"},
 		{apic.Error{Kind: apic.KindRefused, URL: url, Grant: "refresh_token", Status: 400, Messages: []string{"bad body"}},
 			"token endpoint https://h/api/token refused the refresh_token token request: status 400: bad body"},
-		{apic.Error{Kind: apic.KindRateLimited, URL: url, Status: 429}, "token endpoint https://h/api/token is rate limiting: status 429"},
-		{apic.Error{Kind: apic.KindServer, URL: url, Status: 503, Messages: []string{"down"}}, "token endpoint https://h/api/token failed: status 503: down"},
-		{apic.Error{Kind: apic.KindBadResponse, URL: url, Status: 200, Err: errors.New("access_token is missing or empty")},
+		{apic.Error{Kind: apic.KindRateLimited, URL: url, Grant: pw, Status: 429}, "token endpoint https://h/api/token is rate limiting: status 429"},
+		{apic.Error{Kind: apic.KindServer, URL: url, Grant: pw, Status: 503, Messages: []string{"down"}}, "token endpoint https://h/api/token failed: status 503: down"},
+		{apic.Error{Kind: apic.KindBadResponse, URL: url, Grant: pw, Status: 200, Err: errors.New("access_token is missing or empty")},
 			"token endpoint https://h/api/token answered without a usable token: access_token is missing or empty"},
-		{apic.Error{URL: url}, "token request to https://h/api/token failed"},
+		{apic.Error{Kind: apic.KindBadResponse, URL: url, Grant: pw, Status: 302}, "token endpoint https://h/api/token answered status 302 without a token"},
+		{apic.Error{URL: url, Grant: pw}, "token request to https://h/api/token failed"},
+		// Other calls: no Grant; the method and URL come first.
+		{apic.Error{Kind: apic.KindUnreachable, Method: "GET", URL: call, Err: io.EOF}, "GET https://h/api/me: unreachable: EOF"},
+		{apic.Error{Kind: apic.KindTimeout, Method: "GET", URL: call}, "GET https://h/api/me: timed out"},
+		{apic.Error{Kind: apic.KindTLS, Method: "GET", URL: call, Err: errors.New("x509: bad")}, "GET https://h/api/me: TLS verification failed: x509: bad"},
+		{apic.Error{Kind: apic.KindRefused, Method: "GET", URL: call, Status: 401, Messages: []string{"Invalid token."}}, "GET https://h/api/me: status 401: Invalid token."},
+		{apic.Error{Kind: apic.KindRateLimited, Method: "GET", URL: call, Status: 429}, "GET https://h/api/me: status 429"},
+		{apic.Error{Kind: apic.KindServer, Method: "POST", URL: call, Status: 502, Messages: []string{"a", "b"}}, "POST https://h/api/me: status 502: a; b"},
+		{apic.Error{Kind: apic.KindBadResponse, Method: "GET", URL: call, Status: 200, Err: errors.New("the body is not the expected JSON (empty body)")},
+			"GET https://h/api/me: unusable answer (status 200): the body is not the expected JSON (empty body)"},
+		{apic.Error{Method: "GET", URL: call}, "GET https://h/api/me: failed"},
 	}
 	for _, tc := range cases {
 		if got := tc.e.Error(); got != tc.want {
 			t.Errorf("Error() = %q, want %q", got, tc.want)
 		}
-		checkErrorText(t, tc.e.Error())
+		if tc.e.Grant != "" { // a call's text starts with its method
+			checkErrorText(t, tc.e.Error())
+		}
 		if got := errors.Unwrap(&tc.e); got != tc.e.Err {
 			t.Errorf("Unwrap() = %v, want %v", got, tc.e.Err)
 		}
+		if got, want := tc.e.ServerMessage(), strings.Join(tc.e.Messages, "; "); got != want {
+			t.Errorf("ServerMessage() = %q, want %q", got, want)
+		}
+	}
+}
+
+// TestErrorKindsAlike: a token request and a platform call that get the
+// same answer fail with the same kind, status and Retry-After, each
+// named in its own way.
+func TestErrorKindsAlike(t *testing.T) {
+	cases := []struct {
+		name       string
+		status     int
+		retryAfter string
+		body       string
+		kind       apic.Kind
+	}{
+		{"400", 400, "", `{"status":400,"message":["Bad request."]}`, apic.KindRefused},
+		{"401", 401, "", `{"status":401,"message":["Unauthorized."]}`, apic.KindRefused},
+		{"403", 403, "", `{"status":403,"message":["Forbidden."]}`, apic.KindRefused},
+		{"404", 404, "", "not found", apic.KindRefused},
+		{"408", 408, "", "", apic.KindServer},
+		{"429", 429, "9", `{"status":429,"message":["Slow down."]}`, apic.KindRateLimited},
+		{"500", 500, "", `{"status":500,"message":["Broken."]}`, apic.KindServer},
+		{"503 with Retry-After", 503, "30", "", apic.KindServer},
+		{"302", 302, "", "", apic.KindBadResponse},
+		{"200 with HTML", 200, "", "<html>login</html>", apic.KindBadResponse},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.retryAfter != "" {
+					w.Header().Set("Retry-After", tc.retryAfter)
+				}
+				if tc.status == 302 {
+					w.Header().Set("Location", "https://sso.example.com/login")
+				}
+				w.WriteHeader(tc.status)
+				_, _ = io.WriteString(w, tc.body)
+			}))
+			defer ts.Close()
+			clock := newFakeClock()
+			c := &apic.Client{Server: ts.URL, Credentials: developer(), Now: clock.Now}
+			_, loginErr := c.Login(testCtx(t))
+			_, meErr := c.Me(testCtx(t), &apic.Token{Token: oauth2.Token{AccessToken: "a-bearer-token"}})
+			for _, got := range []struct {
+				err           error
+				grant, method string
+				path, prefix  string
+			}{
+				{loginErr, apic.GrantPassword, "POST", "/api/token", "token endpoint " + ts.URL + "/api/token "},
+				{meErr, "", "GET", "/api/me", "GET " + ts.URL + "/api/me: "},
+			} {
+				ae := asAPICError(t, got.err)
+				if ae.Kind != tc.kind || ae.Status != tc.status || ae.Grant != got.grant || ae.Method != got.method || ae.URL != ts.URL+got.path {
+					t.Errorf("%s: kind %v status %d grant %q %s %s, want %v %d %q %s %s",
+						got.path, ae.Kind, ae.Status, ae.Grant, ae.Method, ae.URL, tc.kind, tc.status, got.grant, got.method, ts.URL+got.path)
+				}
+				if ae.Refused() != (tc.kind == apic.KindRefused) || ae.Cause() != tc.kind.String() {
+					t.Errorf("%s: Refused() %v, Cause() %q", got.path, ae.Refused(), ae.Cause())
+				}
+				var wantRetry time.Time
+				if tc.retryAfter != "" {
+					wantRetry = apic.ParseRetryAfter(tc.retryAfter, clock.Now())
+				}
+				if !ae.RetryAfter().Equal(wantRetry) {
+					t.Errorf("%s: RetryAfter() %v, want %v", got.path, ae.RetryAfter(), wantRetry)
+				}
+				if msg := ae.Error(); !strings.HasPrefix(msg, got.prefix) {
+					t.Errorf("%s: Error() = %q, want it to start %q", got.path, msg, got.prefix)
+				}
+			}
+		})
+	}
+
+	// No answer at all: the same kinds too.
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body) // so that a closed connection ends r.Context()
+		<-r.Context().Done()
+	}))
+	defer hang.Close()
+	tlsSrv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	tlsSrv.Config.ErrorLog = quietLog
+	tlsSrv.StartTLS()
+	defer tlsSrv.Close()
+	for _, tc := range []struct {
+		name, server string
+		kind         apic.Kind
+	}{
+		{"closed", closed.URL, apic.KindUnreachable},
+		{"hang", hang.URL, apic.KindTimeout},
+		{"untrusted certificate", tlsSrv.URL, apic.KindTLS},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &apic.Client{Server: tc.server, Credentials: developer()}
+			ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+			defer cancel()
+			_, loginErr := c.Login(ctx)
+			_, meErr := c.Me(ctx, &apic.Token{Token: oauth2.Token{AccessToken: "a-bearer-token"}})
+			for _, err := range []error{loginErr, meErr} {
+				if ae := asAPICError(t, err); ae.Kind != tc.kind || ae.Status != 0 {
+					t.Errorf("kind %v status %d (%v), want %v and no status", ae.Kind, ae.Status, err, tc.kind)
+				}
+				if strings.Contains(err.Error(), `Post "`) || strings.Contains(err.Error(), `Get "`) {
+					t.Errorf("Error() = %q repeats the method and URL", err)
+				}
+			}
+		})
 	}
 }

@@ -55,19 +55,6 @@ func NewScrubber(secrets ...string) *Scrubber {
 	return s
 }
 
-// With returns a Scrubber of s's secrets and more.
-func (s *Scrubber) With(secrets ...string) *Scrubber {
-	n := NewScrubber(secrets...)
-	if s == nil {
-		return n
-	}
-	for w := range s.windows {
-		n.windows[w] = struct{}{}
-	}
-	n.short = append(n.short, s.short...)
-	return n
-}
-
 // Scrub returns text with every secret piece replaced by [REDACTED].
 func (s *Scrubber) Scrub(text string) string {
 	if s == nil || (len(s.windows) == 0 && len(s.short) == 0) || text == "" {

@@ -115,34 +115,60 @@ func seconds(name string, raw json.RawMessage) (time.Duration, error) {
 	return d, nil
 }
 
-// JWTExpiry reads the exp claim of a JWT without checking its signature
-// (the proxy is not the token's audience; the server checks it).
-func JWTExpiry(token string) (time.Time, error) {
+// jwtClaims decodes the claims of a JWT (its payload), each left as raw
+// JSON for its reader, without checking the signature (the proxy is not
+// the token's audience; the server checks it).
+func jwtClaims(token string) (map[string]json.RawMessage, error) {
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
-		return time.Time{}, errors.New("the access token is not a JWT")
+		return nil, errors.New("the access token is not a JWT")
 	}
 	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
 	if err != nil {
-		return time.Time{}, errors.New("the access token's payload is not base64url")
+		return nil, errors.New("the access token's payload is not base64url")
 	}
-	var claims struct {
-		Exp *json.Number `json:"exp"`
+	var claims map[string]json.RawMessage
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		return nil, errors.New("the access token's payload is not a JSON object")
 	}
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	dec.UseNumber()
-	if err := dec.Decode(&claims); err != nil {
-		return time.Time{}, errors.New("the access token's payload is not a JSON object")
+	return claims, nil
+}
+
+// JWTExpiry reads the exp claim of a JWT without checking its signature.
+// A number or a numeric string is accepted.
+func JWTExpiry(token string) (time.Time, error) {
+	claims, err := jwtClaims(token)
+	if err != nil {
+		return time.Time{}, err
 	}
-	if claims.Exp == nil {
+	raw, ok := claims["exp"]
+	if !ok || string(raw) == "null" {
 		return time.Time{}, errors.New("the access token has no exp claim")
 	}
-	f, err := claims.Exp.Float64()
+	var exp json.Number
+	if err := json.Unmarshal(raw, &exp); err != nil {
+		return time.Time{}, errors.New("the access token's exp claim is not a number")
+	}
+	f, err := exp.Float64()
 	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f <= 0 || f > 1e11 {
 		return time.Time{}, errors.New("the access token's exp claim is not a sane time")
 	}
 	sec, frac := math.Modf(f)
 	return time.Unix(int64(sec), int64(frac*1e9)), nil
+}
+
+// TokenRealm reads the realm claim of an API Connect access token (a JWT),
+// without checking its signature; "" when there is none.
+func TokenRealm(token string) string {
+	claims, err := jwtClaims(token)
+	if err != nil {
+		return ""
+	}
+	var realm string
+	if json.Unmarshal(claims["realm"], &realm) != nil {
+		return ""
+	}
+	return realm
 }
 
 // describeBody says what a body that is not JSON looks like, without

@@ -160,6 +160,39 @@ func TestParseTokenResponseOfSimulator(t *testing.T) {
 	}
 }
 
+// TestJWTClaims: JWTExpiry and TokenRealm read the same decoded claims,
+// each claim on its own, so that an odd claim spoils only its reader.
+func TestJWTClaims(t *testing.T) {
+	cases := []struct {
+		name  string
+		token string
+		exp   time.Time // zero: an error
+		realm string
+	}{
+		{"both", makeJWT(t, map[string]any{"exp": 1772366400, "realm": "provider/default-idp-2"}), time.Unix(1772366400, 0), "provider/default-idp-2"},
+		{"admin realm", makeJWT(t, map[string]any{"exp": 1772366400, "realm": "admin/default-idp-1"}), time.Unix(1772366400, 0), "admin/default-idp-1"},
+		{"realm not a string", jwtWithPayload(`{"exp":1772366400,"realm":["provider/x"]}`), time.Unix(1772366400, 0), ""},
+		{"exp not a number", jwtWithPayload(`{"exp":"soon","realm":"provider/x"}`), time.Time{}, "provider/x"},
+		{"no realm", jwtWithPayload(`{"exp":1772366400}`), time.Unix(1772366400, 0), ""},
+		{"realm null", jwtWithPayload(`{"exp":1772366400,"realm":null}`), time.Unix(1772366400, 0), ""},
+		{"not a JWT", "opaque", time.Time{}, ""},
+		{"payload not base64url", "a.!!!.c", time.Time{}, ""},
+		{"payload an array", jwtWithPayload(`[{"realm":"provider/x"}]`), time.Time{}, ""},
+		{"empty", "", time.Time{}, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			exp, err := apic.JWTExpiry(tc.token)
+			if tc.exp.IsZero() != (err != nil) || !exp.Equal(tc.exp) {
+				t.Errorf("JWTExpiry = %v, %v; want %v", exp, err, tc.exp)
+			}
+			if got := apic.TokenRealm(tc.token); got != tc.realm {
+				t.Errorf("TokenRealm = %q, want %q", got, tc.realm)
+			}
+		})
+	}
+}
+
 func TestJWTExpiry(t *testing.T) {
 	valid := makeJWT(t, map[string]any{"exp": 1772366400, "iat": 1772337600, "sub": "x"})
 	cases := []struct {
@@ -184,7 +217,9 @@ func TestJWTExpiry(t *testing.T) {
 		{"payload an array", jwtWithPayload(`[1,2]`), time.Time{}, "not a JSON object"},
 		{"no exp", jwtWithPayload(`{"iat":1772337600}`), time.Time{}, "no exp claim"},
 		{"exp null", jwtWithPayload(`{"exp":null}`), time.Time{}, "no exp claim"},
-		{"exp not a number", jwtWithPayload(`{"exp":"tomorrow"}`), time.Time{}, "not a JSON object"},
+		{"exp not a number", jwtWithPayload(`{"exp":"tomorrow"}`), time.Time{}, "exp claim is not a number"},
+		{"exp an object", jwtWithPayload(`{"exp":{"at":1}}`), time.Time{}, "exp claim is not a number"},
+		{"payload null", jwtWithPayload(`null`), time.Time{}, "no exp claim"},
 		{"exp zero", jwtWithPayload(`{"exp":0}`), time.Time{}, "not a sane time"},
 		{"exp negative", jwtWithPayload(`{"exp":-1772366400}`), time.Time{}, "not a sane time"},
 		{"exp huge", jwtWithPayload(`{"exp":1e12}`), time.Time{}, "not a sane time"},

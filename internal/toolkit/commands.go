@@ -317,49 +317,32 @@ func loginFromFlags(fl caddycmd.Flags) (loginOptions, error) {
 	if cr.APIKey, err = src.APIKey.Value(); err != nil {
 		return loginOptions{}, err
 	}
-	var missing []string
 	if cr.APIKey == "" {
 		if cr.Password, err = src.Password.Value(); err != nil {
 			return loginOptions{}, err
 		}
-		if cr.Username == "" {
-			missing = append(missing, "--username (APIC_USERNAME)")
-		}
 		o.passwordFromStdin = cr.Password == "" && cr.Username != ""
-		if cr.Password == "" && !o.passwordFromStdin {
-			missing = append(missing, "a password (APIC_PASSWORD, --password-file or standard input)")
-		}
-		if cr.Realm == "" {
-			missing = append(missing, "--realm (APIC_REALM)")
-		}
 	} else {
 		cr.Username, cr.Realm = "", ""
 	}
-	if cr.ClientID == "" {
-		missing = append(missing, "--client-id (APIC_CLIENT_ID or --credentials)")
-	}
-	if cr.ClientSecret == "" {
-		missing = append(missing, "a client secret (APIC_CLIENT_SECRET, --client-secret-file or --credentials)")
-	}
-	if len(missing) > 0 {
-		return loginOptions{}, fmt.Errorf("missing %s", strings.Join(missing, ", "))
-	}
-	if err := checkRealm("--realm", cr.Realm); err != nil {
+	names := LoginNames()
+	names["client_id"] = "--client-id (APIC_CLIENT_ID or --credentials)"
+	names["client_secret"] = "a client secret (APIC_CLIENT_SECRET, --client-secret-file or --credentials)"
+	if err := checkLogin(*cr, o.passwordFromStdin, names); err != nil {
 		return loginOptions{}, err
 	}
 	return o, nil
 }
 
-// checkRealm checks the form of a realm: <scope>/<identity provider>.
-func checkRealm(flag, realm string) error {
-	if realm == "" {
-		return nil
+// checkLogin checks credentials with apic.Credentials.Check, counting a
+// password that standard input is still to give as given: it is read
+// after the check, so that nobody types a password for a login that
+// would fail anyway.
+func checkLogin(cr apic.Credentials, passwordFromStdin bool, names map[string]string) error {
+	if passwordFromStdin {
+		cr.Password = "(from standard input)"
 	}
-	scope, idp, ok := strings.Cut(realm, "/")
-	if !ok || scope == "" || idp == "" {
-		return fmt.Errorf("%s: want <scope>/<identity provider> such as provider/default-idp-2 or admin/default-idp-1, got %q", flag, realm)
-	}
-	return nil
+	return cr.Check(names)
 }
 
 // ReadPassword reads the password from standard input when no other
@@ -368,8 +351,7 @@ func (o *loginOptions) ReadPassword(in *secretInput) error {
 	if !o.passwordFromStdin {
 		return nil
 	}
-	pw, err := in.read(fmt.Sprintf("API Connect password for %s: ", o.Credentials.Username), "password",
-		"set APIC_PASSWORD, use --password-file, or pipe it on standard input")
+	pw, err := in.password(o.Credentials.Username)
 	if err != nil {
 		return err
 	}
@@ -539,17 +521,15 @@ func registerOptionsFromFlags(fl caddycmd.Flags, docPath string, in *secretInput
 			Username: user, Realm: fl.String("test-realm"),
 			ClientID: o.Document.ClientID, ClientSecret: o.Document.ClientSecret(),
 		}
-		if err := checkRealm("--test-realm", o.Test.Realm); err != nil {
-			return o, err
-		}
-		if o.Test.Realm == "" {
-			return o, errors.New("--test-realm: want the realm of --test-username, such as provider/default-idp-2")
-		}
 		testPassword = SecretSource{flag: "test-password-file", file: fl.String("test-password-file")}
 		if testPassword.file == "" && os.Getenv("APIC_TEST_PASSWORD") != "" {
 			testPassword.env = "APIC_TEST_PASSWORD"
 		}
 		if o.Test.Password, err = testPassword.Value(); err != nil {
+			return o, err
+		}
+		names := map[string]string{"realm": "--test-realm", "password": "a test password (APIC_TEST_PASSWORD, --test-password-file or standard input)"}
+		if err := checkLogin(*o.Test, o.Test.Password == "", names); err != nil {
 			return o, err
 		}
 	} else if fl.Changed("test-password-file") {
@@ -635,19 +615,19 @@ func runAPICRegister(ctx context.Context, o registerOptions, stdout, stderr io.W
 // createError puts a refused POST /api/cloud/registrations in plain
 // words, with the server's own after them.
 func (o registerOptions) createError(err error) error {
-	var ce *apic.CallError
-	if !errors.As(err, &ce) {
+	var ae *apic.Error
+	if !errors.As(err, &ae) {
 		return fmt.Errorf("creating the registration %s: %w", o.Document.Name, err)
 	}
 	said := ""
-	if m := ce.ServerMessage(); m != "" {
+	if m := ae.ServerMessage(); m != "" {
 		said = " (API Connect said: " + m + ")"
 	}
 	user := o.Credentials.Username
 	if user == "" {
 		user = "of the API key"
 	}
-	switch ce.Status {
+	switch ae.Status {
 	case http.StatusConflict:
 		return fmt.Errorf("a registration named %s (or with that client id) already exists%s", o.Document.Name, said)
 	case http.StatusForbidden:

@@ -369,7 +369,7 @@ func TestAPICTokenOptionErrors(t *testing.T) {
 			[]string{"--password-file", empty}, "--password-file: " + empty + " is empty"},
 		{"missing secret file", map[string]string{"APIC_SERVER": ts.URL}, "", []string{"--client-secret-file", dir + "/none"}, "--client-secret-file: open " + dir + "/none: no such file"},
 		{"bad realm", map[string]string{"APIC_SERVER": ts.URL, "APIC_USERNAME": "developer", "APIC_PASSWORD": "p", "APIC_CLIENT_ID": "clientID", "APIC_CLIENT_SECRET": "clientPassword"}, "",
-			[]string{"--realm", "default-idp-2"}, `--realm: want <scope>/<identity provider> such as provider/default-idp-2 or admin/default-idp-1, got "default-idp-2"`},
+			[]string{"--realm", "default-idp-2"}, `--realm (APIC_REALM): want admin/<idp> or provider/<idp>, such as provider/default-idp-2, got "default-idp-2"`},
 		{"json and check", nil, "", []string{"--json", "--check"}, "--json and --check exclude each other"},
 		{"insecure and ca", map[string]string{"APIC_SERVER": ts.URL}, "", []string{"--insecure", "--ca-cert", empty}, "--insecure and --ca-cert exclude each other"},
 		{"timeout", map[string]string{"APIC_SERVER": ts.URL}, "", []string{"--timeout", "0s"}, "--timeout: want a positive duration, got 0s"},
@@ -428,17 +428,15 @@ func TestAPICTokenAPIKey(t *testing.T) {
 	_, ts := startChoreSim(t)
 	clearAPICEnv(t)
 	// An API key of the developer, made with a token of the developer.
-	hc, _ := apic.NewHTTPClient(false, nil)
-	defer hc.CloseIdleConnections()
-	c := &apic.Client{Server: ts.URL, HTTP: hc, Credentials: apic.Credentials{
-		Realm: apicsim.DefaultProviderRealm, Username: apicsim.DefaultProviderUsername, Password: apicsim.DefaultProviderPassword,
-		ClientID: apicsim.DefaultClientID, ClientSecret: apicsim.DefaultClientSecret,
-	}}
-	tok, err := c.Login(t.Context())
-	if err != nil {
-		t.Fatal(err)
+	tok := simToken(t, ts.URL, apicsim.DefaultProviderRealm, apicsim.DefaultProviderUsername, apicsim.DefaultProviderPassword)
+	var created struct {
+		APIKey string `json:"api_key"`
 	}
-	key := createAPIKey(t, ts.URL, tok.AccessToken)
+	simCall(t, http.MethodPost, ts.URL+"/api/cloud/api-keys", tok, `{"client_type":"toolkit"}`, http.StatusCreated, &created)
+	key := created.APIKey
+	if key == "" {
+		t.Fatal("POST /api/cloud/api-keys gave no api_key")
+	}
 	keyFile := writeTestFile(t, t.TempDir(), "key", key+"\n", 0o600)
 	t.Setenv("APIC_CLIENT_ID", apicsim.DefaultClientID)
 	t.Setenv("APIC_CLIENT_SECRET", apicsim.DefaultClientSecret)
@@ -452,29 +450,6 @@ func TestAPICTokenAPIKey(t *testing.T) {
 	if strings.Contains(out+errOut, key) {
 		t.Error("the output holds the API key")
 	}
-}
-
-// createAPIKey makes an API key with POST /api/cloud/api-keys.
-func createAPIKey(t *testing.T, server, token string) string {
-	t.Helper()
-	req := httptest.NewRequest("POST", server+"/api/cloud/api-keys", strings.NewReader(`{"client_type":"toolkit"}`))
-	req.RequestURI = ""
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	hc, _ := apic.NewHTTPClient(false, nil)
-	defer hc.CloseIdleConnections()
-	resp, err := hc.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var body struct {
-		APIKey string `json:"api_key"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.APIKey == "" {
-		t.Fatalf("creating an API key: %d, %v", resp.StatusCode, err)
-	}
-	return body.APIKey
 }
 
 // adminEnv sets the simulator's Cloud Manager login in the APIC_*
@@ -547,21 +522,12 @@ func TestAPICRegister(t *testing.T) {
 	clients.Unlock()
 
 	// The simulator lists it.
-	hc, _ := apic.NewHTTPClient(false, nil)
-	defer hc.CloseIdleConnections()
-	c := &apic.Client{Server: ts.URL, HTTP: hc, Credentials: apic.Credentials{
-		Realm: apicsim.DefaultAdminRealm, Username: apicsim.DefaultAdminUsername, Password: apicsim.DefaultAdminPassword,
-		ClientID: apicsim.DefaultClientID, ClientSecret: apicsim.DefaultClientSecret,
-	}}
-	tok, err := c.Login(t.Context())
-	if err != nil {
-		t.Fatal(err)
+	tok := simToken(t, ts.URL, apicsim.DefaultAdminRealm, apicsim.DefaultAdminUsername, apicsim.DefaultAdminPassword)
+	var list struct {
+		Results []apic.Registration `json:"results"`
 	}
-	regs, err := c.Registrations(t.Context(), tok)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.ContainsFunc(regs, func(r apic.Registration) bool {
+	simCall(t, http.MethodGet, ts.URL+"/api/cloud/registrations", tok, "", http.StatusOK, &list)
+	if regs := list.Results; !slices.ContainsFunc(regs, func(r apic.Registration) bool {
 		return r.Name == "apic-auth-proxy-ci" && r.ClientID == "apic-auth-proxy-ci" && r.Title == "apic-auth-proxy CI" && len(r.Scopes) == 7
 	}) {
 		t.Errorf("registrations %+v lack apic-auth-proxy-ci", regs)
@@ -667,6 +633,15 @@ func TestAPICRegisterBadDocument(t *testing.T) {
 	}
 	if _, errOut, err := runChore(t, "", "apic-register"); err == nil || !strings.Contains(errOut, "accepts 1 arg(s), received 0") {
 		t.Errorf("no argument: %v\n%s", err, errOut)
+	}
+	for realm, want := range map[string]string{
+		"":              "Error: missing --test-realm\n",
+		"default-idp-2": `Error: --test-realm: want admin/<idp> or provider/<idp>, such as provider/default-idp-2, got "default-idp-2"` + "\n",
+	} {
+		_, errOut, err := runChore(t, "", "apic-register", registrationFile, "--test-username", "developer", "--test-realm", realm)
+		if err == nil || errOut != want {
+			t.Errorf("--test-realm %q: %v\nstderr %q\nwant   %q", realm, err, errOut, want)
+		}
 	}
 	if n := sim.TokenRequests("", ""); n != 0 {
 		t.Errorf("%d token requests for bad documents, want none", n)
@@ -785,5 +760,46 @@ func TestChoreTimeout(t *testing.T) {
 	_, errOut, err = runChore(t, "", "apic-token", "--to", hang.URL, "--timeout", "100ms", "--username", "u", "--client-id", "c", "--client-secret-file", writeTestFile(t, t.TempDir(), "s", "s", 0o600))
 	if err == nil || !strings.Contains(errOut, "token endpoint "+hang.URL+"/api/token timed out") {
 		t.Errorf("apic-token: %v\n%s", err, errOut)
+	}
+}
+
+// simToken logs in to the simulator at server as one of its users, with
+// its default registration, and returns the access token.
+func simToken(t *testing.T, server, realm, username, password string) string {
+	t.Helper()
+	hc, _ := apic.NewHTTPClient(false, nil)
+	defer hc.CloseIdleConnections()
+	c := &apic.Client{Server: server, HTTP: hc, Credentials: apic.Credentials{
+		Realm: realm, Username: username, Password: password,
+		ClientID: apicsim.DefaultClientID, ClientSecret: apicsim.DefaultClientSecret,
+	}}
+	tok, err := c.Login(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok.AccessToken
+}
+
+// simCall sends a JSON request with a bearer token and decodes the answer
+// into v, failing the test unless the status is want.
+func simCall(t *testing.T, method, url, token, body string, want int, v any) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	hc, _ := apic.NewHTTPClient(false, nil)
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil || resp.StatusCode != want {
+		t.Fatalf("%s %s: status %d, %v; want %d", method, url, resp.StatusCode, err, want)
 	}
 }

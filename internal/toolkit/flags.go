@@ -37,6 +37,19 @@ func AddLoginFlags(cmd *cobra.Command, defaultRealm string) {
 	fs.String("api-key-file", "", "file holding an API key, instead of username and password (else $APIC_API_KEY)")
 }
 
+// LoginNames name the credentials by the flags and variables of
+// AddLoginFlags, for apic.Credentials.Check. Each call returns a new map,
+// for the caller to add to.
+func LoginNames() map[string]string {
+	return map[string]string{
+		"realm":         "--realm (APIC_REALM)",
+		"username":      "--username (APIC_USERNAME)",
+		"password":      "a password (APIC_PASSWORD, --password-file or standard input)",
+		"client_id":     "--client-id (APIC_CLIENT_ID)",
+		"client_secret": "a client secret (APIC_CLIENT_SECRET or --client-secret-file)",
+	}
+}
+
 // addServerFlags registers where API Connect is and how to trust it:
 // --to, --insecure and --ca-cert.
 func addServerFlags(cmd *cobra.Command) {
@@ -121,7 +134,11 @@ func GatherCredentials(fl caddycmd.Flags) CredentialSources {
 // ReadPassword reads a password from a terminal without echo, or the first
 // line of piped input.
 func ReadPassword(in *os.File, prompt io.Writer, user string) (string, error) {
-	s := &secretInput{in: in, prompt: prompt}
+	return (&secretInput{in: in, prompt: prompt}).password(user)
+}
+
+// password reads the password of user, for every command that logs in.
+func (s *secretInput) password(user string) (string, error) {
 	return s.read(fmt.Sprintf("API Connect password for %s: ", user), "password",
 		"set APIC_PASSWORD, use --password-file, or pipe it on standard input")
 }

@@ -1,0 +1,105 @@
+package apic
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+)
+
+// This file holds the checks of a login's settings, shared by the Caddy
+// module, its quick start and the toolkit's commands: each names the
+// setting and what was expected, never a secret.
+
+// CheckServer checks that s is a usable base URL: http or https, a host,
+// no credentials, query or fragment, and not ending in /api (the client
+// adds that itself).
+func CheckServer(s string) error {
+	u, err := url.Parse(s)
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err // url.Error quotes the whole URL, password included
+	}
+	switch {
+	case err != nil:
+		return fmt.Errorf("not a URL: %v", err)
+	case u.User != nil:
+		// Before any check that quotes s.
+		return fmt.Errorf("the URL must not carry credentials; use the credential settings")
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("want an http:// or https:// URL, got %q", s)
+	case u.Host == "":
+		return fmt.Errorf("want a URL with a host, got %q", s)
+	case u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(s, "?#"):
+		// An empty query or fragment ("https://host?") parses as none
+		// but would swallow the /api/token that the client appends.
+		return fmt.Errorf("the URL must not have a query or fragment, got %q", s)
+	case strings.HasSuffix(strings.TrimSuffix(u.Path, "/"), "/api"):
+		return fmt.Errorf("give the base URL without the trailing /api (got %q): the token endpoint is <server>/api/token", s)
+	}
+	return nil
+}
+
+// Check reports what makes c unusable for a login: the required fields
+// that are empty (a *MissingError naming them all), or a realm that is not
+// of the platform API's forms. names gives each field's name in the
+// errors, keyed by the Caddy config's names (realm, username, password,
+// client_id, client_secret); a field it lacks is named by its key.
+//
+// The grant is the one Grant picks: with an API key, no username,
+// password or realm is needed. A realm given is checked either way.
+func (c Credentials) Check(names map[string]string) error {
+	name := func(field string) string {
+		if n, ok := names[field]; ok {
+			return n
+		}
+		return field
+	}
+	var missing []string
+	for _, f := range []struct {
+		field, value string
+		needed       bool
+	}{
+		{"username", c.Username, c.APIKey == ""},
+		{"password", c.Password, c.APIKey == ""},
+		{"realm", c.Realm, c.APIKey == ""},
+		{"client_id", c.ClientID, true},
+		{"client_secret", c.ClientSecret, true},
+	} {
+		if f.needed && f.value == "" {
+			missing = append(missing, name(f.field))
+		}
+	}
+	if len(missing) > 0 {
+		return &MissingError{Names: missing}
+	}
+	if c.Realm != "" {
+		if err := checkRealm(c.Realm); err != nil {
+			return fmt.Errorf("%s: %v", name("realm"), err)
+		}
+	}
+	return nil
+}
+
+// checkRealm checks that realm is one of the platform API's forms,
+// admin/<idp> (Cloud Manager) or provider/<idp> (API Manager). The
+// consumer API's consumer:<org>:<catalog>/<idp> realms are refused: its
+// token endpoint is not <server>/api/token, the one this package asks.
+func checkRealm(realm string) error {
+	scope, idp, _ := strings.Cut(realm, "/")
+	if (scope == "admin" || scope == "provider") && idp != "" {
+		return nil
+	}
+	if strings.HasPrefix(realm, "consumer:") {
+		return fmt.Errorf("want admin/<idp> or provider/<idp>, got %q: consumer realms are for the consumer API, and the proxy logs in to the platform API", realm)
+	}
+	return fmt.Errorf("want admin/<idp> or provider/<idp>, such as provider/default-idp-2, got %q", realm)
+}
+
+// MissingError names the required settings that are empty.
+type MissingError struct {
+	// Names are the settings, as the check was told to name them.
+	Names []string
+}
+
+func (e *MissingError) Error() string { return "missing " + strings.Join(e.Names, ", ") }
