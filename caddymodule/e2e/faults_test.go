@@ -525,7 +525,7 @@ func TestFaultReloadUnderLoad(t *testing.T) {
 		}
 	}
 	stop := make(chan struct{})
-	res, wait := runLoad(t, e, 16, false, stop, onResponse)
+	res, wait := runLoad(t, e, 8, false, stop, onResponse)
 	start := time.Now()
 	for gen := 0; gen <= reloads; gen++ {
 		if gen > 0 {
