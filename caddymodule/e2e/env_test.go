@@ -37,6 +37,9 @@ const (
 	modulePath = "github.com/apic-tools/apic-auth-proxy/"
 )
 
+// procAttr are the proxy processes' attributes (procattr_linux_test.go).
+var procAttr *syscall.SysProcAttr
+
 // env is one proxy, the built binary in a process of its own, in front of
 // a simulator on a loopback port. The proxy listens on a unix socket (and,
 // with withTCP, on a loopback TCP port handed to it as a file descriptor)
@@ -308,6 +311,7 @@ func (e *env) start(text string) {
 	cmd := exec.Command(bin, "run", "--config", file, "--adapter", "caddyfile", "--pingback", pingback.Addr().String())
 	cmd.Dir = e.dir
 	cmd.Env = e.environ()
+	cmd.SysProcAttr = procAttr
 	cmd.Stdin = strings.NewReader(code)
 	out, err := os.Create(e.stderrFile())
 	if err != nil {
