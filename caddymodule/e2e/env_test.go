@@ -785,8 +785,10 @@ type upstream struct {
 
 	mu sync.Mutex
 	// auth is the Authorization header of every call that is neither a
-	// token request nor a control, in the order they arrived.
-	auth []string
+	// token request nor a control, in the order they arrived; distinct
+	// counts its values.
+	auth     []string
+	distinct map[string]bool
 	// tokens are the arrival times of the token requests.
 	tokens []time.Time
 	// changed is closed, and replaced, after every answer.
@@ -797,7 +799,7 @@ type upstream struct {
 }
 
 func newUpstream(sim *apicsim.Server) *upstream {
-	return &upstream{sim: sim, changed: make(chan struct{})}
+	return &upstream{sim: sim, changed: make(chan struct{}), distinct: make(map[string]bool)}
 }
 
 func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -814,7 +816,9 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		n, before, after = len(u.tokens), u.beforeToken, u.afterToken
 	case strings.HasPrefix(r.URL.Path, "/_sim/"):
 	default:
-		u.auth = append(u.auth, r.Header.Get("Authorization"))
+		a := r.Header.Get("Authorization")
+		u.auth = append(u.auth, a)
+		u.distinct[a] = true
 		beforeCall = u.beforeAPI
 	}
 	u.mu.Unlock()
@@ -871,6 +875,14 @@ func (e *env) upstreamAuth() []string {
 	e.up.mu.Lock()
 	defer e.up.mu.Unlock()
 	return append([]string(nil), e.up.auth...)
+}
+
+// upstreamTokens counts the distinct Authorization headers of the calls
+// that reached the simulator's API.
+func (e *env) upstreamTokens() int {
+	e.up.mu.Lock()
+	defer e.up.mu.Unlock()
+	return len(e.up.distinct)
 }
 
 // bearerCalls counts the calls that reached the simulator's API with a

@@ -16,7 +16,7 @@
 // another. With a process each, the tests run in parallel (t.Parallel),
 // each with its own environment for the {env.*} secrets (t.Setenv rules
 // out t.Parallel), and a test that waits on real time (a refresh of a
-// 2-second token) costs its wait alongside the others rather than after
+// 3-second token) costs its wait alongside the others rather than after
 // them. A process starts in about 0.15 s (0.9 s when built with -race) and
 // says it is ready with Caddy's own --pingback, so no test polls for a
 // socket. Its end is checked as well: no goroutine started by apic_auth
@@ -33,7 +33,7 @@
 // queued faults, after N answers, at the Nth token request), never from
 // time windows, and tests wait on what they can observe (the simulator's
 // counters, answers, the admin API); a deadline only bounds a broken test.
-// Where a token must be refreshed, the simulator issues 2-second tokens.
+// Where a token must be refreshed, the simulator issues 3-second tokens.
 package e2e
 
 import (

@@ -112,14 +112,7 @@ func TestRefreshBeforeExpiryUnderLoad(t *testing.T) {
 	const tokens = 3
 	stop := make(chan struct{})
 	res, wait := runLoad(t, e, 2, false, stop, nil)
-	carried := func() int {
-		seen := map[string]bool{}
-		for _, a := range e.upstreamAuth() {
-			seen[a] = true
-		}
-		return len(seen)
-	}
-	e.await("requests carrying the third token", func() bool { return carried() >= tokens })
+	e.await("requests carrying the third token", func() bool { return e.upstreamTokens() >= tokens })
 	close(stop)
 	wait()
 
@@ -154,7 +147,7 @@ func TestRefreshBeforeExpiryUnderLoad(t *testing.T) {
 // logs in with the password in the same fetch.
 func TestRefreshTokenUsedAndFallback(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, append(shortTokens, withSim(func(c *apicsim.Config) { c.RefreshTokens = true }))...)
+	e := newEnv(t, append([]option{withSim(func(c *apicsim.Config) { c.RefreshTokens = true })}, shortTokens...)...)
 	e.afterToken(func(n int) {
 		if n == 2 {
 			// The refresh token just issued dies too; the token of the
