@@ -137,7 +137,7 @@ func withTCP() option {
 }
 
 // withEvents runs Caddy's events app, which logs every event at debug
-// level: env.events reads them from the log.
+// level: env.loggedEvents reads them from the log.
 func withEvents() option {
 	return func(s *settings) { s.events = true }
 }
