@@ -1,4 +1,4 @@
-package caddymodule
+package e2e
 
 import (
 	"encoding/json"
@@ -11,18 +11,17 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/caddyserver/caddy/v2/caddyconfig"
-
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
 )
 
 // readmeCaddyfile returns the Caddyfile block of README that holds
 // marker: the safe-deployment configurations are tested as README shows
-// them. The tests set the APIC_* variables for the simulator and move the
-// listener to the test's unix socket; everything else runs as written.
+// them. The env's APIC_* variables point them at the simulator, and the
+// tests move the listener to the env's unix socket; everything else,
+// admin off included, runs as written.
 func readmeCaddyfile(t *testing.T, marker string) string {
 	t.Helper()
-	readme, err := os.ReadFile("../README.md")
+	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,42 +34,29 @@ func readmeCaddyfile(t *testing.T, marker string) string {
 	return ""
 }
 
-// setAPICEnv sets the variables the deployment Caddyfiles read, for the
-// simulator's developer user.
-func (e *testEnv) setAPICEnv() {
-	for k, v := range map[string]string{
-		"APIC_SERVER":        e.simSrv.URL,
-		"APIC_REALM":         apicsim.DefaultProviderRealm,
-		"APIC_USERNAME":      apicsim.DefaultProviderUsername,
-		"APIC_PASSWORD":      apicsim.DefaultProviderPassword,
-		"APIC_CLIENT_ID":     apicsim.DefaultClientID,
-		"APIC_CLIENT_SECRET": apicsim.DefaultClientSecret,
-	} {
-		e.t.Setenv(k, v)
-	}
-}
-
 // replaceOnce replaces old, which must occur exactly once, with new.
-func (e *testEnv) replaceOnce(text, old, new string) string {
-	e.t.Helper()
+func replaceOnce(t *testing.T, text, old, new string) string {
+	t.Helper()
 	if n := strings.Count(text, old); n != 1 {
-		e.t.Fatalf("the Caddyfile has %q %d times, want once", old, n)
+		t.Fatalf("the Caddyfile has %q %d times, want once", old, n)
 	}
 	return strings.Replace(text, old, new, 1)
 }
 
-// onTestSocket moves a deployment Caddyfile's loopback listener to the
-// test's unix socket. The site address, and so its host matcher, stay:
-// requests are sent with Host 127.0.0.1:9080.
-func (e *testEnv) onTestSocket(text string) string {
-	return e.replaceOnce(text, "\tbind 127.0.0.1\n", "\tbind unix/"+e.sock+"\n")
+// readmeOnSocket is README's Caddyfile block with marker, its loopback
+// listener moved to the env's unix socket. The site address, and so its
+// host matcher, stay: requests are sent with Host 127.0.0.1:9080.
+func readmeOnSocket(t *testing.T, marker string) func(*env) string {
+	return func(e *env) string {
+		return replaceOnce(t, readmeCaddyfile(t, marker), "\tbind 127.0.0.1\n", "\tbind unix/"+e.sock+"\n")
+	}
 }
 
 const deployHost = "127.0.0.1:9080"
 
-// doHost is e.do with a Host header and Basic credentials (none when user
-// is empty).
-func (e *testEnv) doHost(host, method, path, user, password string) (int, http.Header, []byte) {
+// doHost is env.do with a Host header and Basic credentials (none when
+// user is empty).
+func (e *env) doHost(host, method, path, user, password string) (int, http.Header, []byte) {
 	e.t.Helper()
 	req, err := http.NewRequest(method, "http://"+host+path, nil)
 	if err != nil {
@@ -79,7 +65,7 @@ func (e *testEnv) doHost(host, method, path, user, password string) (int, http.H
 	if user != "" {
 		req.SetBasicAuth(user, password)
 	}
-	resp, err := e.client.Do(req)
+	resp, err := e.proxy.client.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -91,18 +77,11 @@ func (e *testEnv) doHost(host, method, path, user, password string) (int, http.H
 	return resp.StatusCode, resp.Header, body
 }
 
-// upstreamAuth returns the Authorization headers that reached the
-// simulator's API (not its token endpoint).
-func (e *testEnv) upstreamAuth() []string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return append([]string(nil), e.seenAuth...)
-}
-
 func TestDeployUnixSocketMode0600(t *testing.T) {
-	e := newTestEnv(t, apicsim.DefaultConfig())
-	e.setAPICEnv()
-	e.mustLoad(e.replaceOnce(readmeCaddyfile(t, "proxy.sock|0600"), "/run/apic-auth-proxy/proxy.sock", e.sock))
+	t.Parallel()
+	e := newEnv(t, withoutAdmin(), withCaddyfile(func(e *env) string {
+		return replaceOnce(t, readmeCaddyfile(t, "proxy.sock|0600"), "/run/apic-auth-proxy/proxy.sock", e.sock)
+	}))
 
 	fi, err := os.Stat(e.sock)
 	if err != nil {
@@ -122,27 +101,22 @@ func TestDeployUnixSocketMode0600(t *testing.T) {
 }
 
 func TestDeployBasicAuthBeforeAPICAuth(t *testing.T) {
-	e := newTestEnv(t, apicsim.DefaultConfig())
-	e.setAPICEnv()
+	t.Parallel()
 	const user, password = "ci", "sidecar-Passw0rd"
 	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("APIC_PROXY_PASSWORD_HASH", string(hash))
-	text := e.onTestSocket(readmeCaddyfile(t, "basic_auth {"))
+	e := newEnv(t, withoutAdmin(), withVar("APIC_PROXY_PASSWORD_HASH", string(hash)),
+		withCaddyfile(readmeOnSocket(t, "basic_auth {")))
 
 	// The adapter puts basic_auth (the authentication handler) first.
-	cfgJSON, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(text), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	authAt := strings.Index(string(cfgJSON), `"handler":"authentication"`)
-	apicAt := strings.Index(string(cfgJSON), `"handler":"apic_auth"`)
+	cfgJSON := string(e.adapt(readmeOnSocket(t, "basic_auth {")(e)))
+	authAt := strings.Index(cfgJSON, `"handler":"authentication"`)
+	apicAt := strings.Index(cfgJSON, `"handler":"apic_auth"`)
 	if authAt < 0 || apicAt < 0 || authAt > apicAt {
 		t.Fatalf("basic_auth does not run before apic_auth: %s", cfgJSON)
 	}
-	e.mustLoad(text)
 
 	for _, c := range []struct{ user, password string }{{"", ""}, {user, "wrong"}} {
 		status, hdr, body := e.doHost(deployHost, "GET", "/api/me", c.user, c.password)
@@ -171,9 +145,8 @@ func TestDeployBasicAuthBeforeAPICAuth(t *testing.T) {
 }
 
 func TestDeployReadOnly(t *testing.T) {
-	e := newTestEnv(t, apicsim.DefaultConfig())
-	e.setAPICEnv()
-	e.mustLoad(e.onTestSocket(readmeCaddyfile(t, "@write not method GET HEAD")))
+	t.Parallel()
+	e := newEnv(t, withoutAdmin(), withCaddyfile(readmeOnSocket(t, "@write not method GET HEAD")))
 
 	refused := func() {
 		t.Helper()
