@@ -44,9 +44,8 @@ type identityStatus struct {
 	Realm  string `json:"realm,omitempty"`
 	User   string `json:"user"`
 	Grant  string `json:"grant"`
-	// State is one of: no_token (nothing asked yet), valid, refreshing,
-	// expired, backing_off (a failure that may heal), cooling_down
-	// (credentials refused).
+	// State is the session's: no_token, valid, refreshing, expired,
+	// backing_off or cooling_down (see session.State).
 	State        string        `json:"state"`
 	TokenGrant   string        `json:"token_grant,omitempty"`
 	TokenExpires *time.Time    `json:"token_expires,omitempty"`
@@ -78,33 +77,18 @@ func (id *identity) status() identityStatus {
 	st := id.sess.Status()
 	out := identityStatus{
 		Name: id.name, Server: id.server, Realm: id.realm, User: id.user, Grant: id.grant,
-		LastRefresh: timePtr(st.LastObtained), RetryAt: timePtr(st.RetryAt),
-		Counts: id.stats.snapshot(), Waits: st.Waited,
+		State: string(st.State), LastRefresh: timePtr(st.LastObtained), RetryAt: timePtr(st.RetryAt),
+		Counts: id.stats.snapshot(st.Requests), Waits: st.Waited,
 	}
 	if st.LastError != nil {
 		out.LastError = id.scrub.Scrub(st.LastError.Error())
 	}
-	n := now()
-	paths, until := id.relogins.Status(n)
+	paths, until := id.relogins.Status(time.Now())
 	out.SuppressedPaths, out.ReloginsSuppressedUntil = paths, timePtr(until)
 	if t := st.Token; t != nil {
 		out.TokenGrant = t.Grant
 		out.TokenExpires = timePtr(t.Expiry)
 		out.RefreshAt = timePtr(t.RefreshAt)
-	}
-	switch {
-	case st.Fetching:
-		out.State = "refreshing"
-	case st.LastError != nil && n.Before(st.RetryAt) && isRefusal(st.LastError):
-		out.State = "cooling_down"
-	case st.LastError != nil && n.Before(st.RetryAt):
-		out.State = "backing_off"
-	case st.Token != nil && n.Before(st.Token.ValidUntil):
-		out.State = "valid"
-	case st.Token != nil:
-		out.State = "expired"
-	default:
-		out.State = "no_token"
 	}
 	return out
 }

@@ -42,7 +42,6 @@ type identity struct {
 	client   *apic.Client
 	sess     *session.Manager
 	env      atomic.Pointer[provisionEnv]
-	signOut  bool
 	stats    identityStats
 	relogins guard.Relogins
 	// scrub removes the credentials from any text the identity shows:
@@ -80,8 +79,8 @@ func newIdentity(c *resolved) (*identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tls_trusted_ca_certs: %v", err)
 	}
-	client := &apic.Client{Server: c.server, Credentials: c.creds, HTTP: hc, Now: now}
-	id := &identity{server: c.server, realm: c.creds.Realm, user: c.creds.Username, grant: c.creds.Grant(), http: hc, client: client, signOut: c.signOutOnStop, scrub: client.Scrubber()}
+	client := &apic.Client{Server: c.server, Credentials: c.creds, HTTP: hc}
+	id := &identity{server: c.server, realm: c.creds.Realm, user: c.creds.Username, grant: c.creds.Grant(), http: hc, client: client, scrub: client.Scrubber()}
 	if c.creds.APIKey != "" {
 		id.user = "(api key)"
 		id.realm = ""
@@ -91,16 +90,19 @@ func newIdentity(c *resolved) (*identity, error) {
 		id.name = defaultName(c)
 	}
 	id.env.Store(&provisionEnv{logger: zap.NewNop()})
-	id.sess = session.New(session.Options{
+	opts := session.Options{
 		Fetcher:          client,
 		Grant:            c.creds.Grant(),
 		RefreshBefore:    c.refreshBefore,
 		Timeout:          c.timeout,
-		Now:              now,
 		OnToken:          id.onToken,
 		OnFailure:        id.onFailure,
 		OnRefreshRefused: id.onRefreshRefused,
-	})
+	}
+	if c.signOutOnStop {
+		opts.SignOut = id.signOutUpstream
+	}
+	id.sess = session.New(opts)
 	return id, nil
 }
 
@@ -146,7 +148,7 @@ const (
 )
 
 func (id *identity) onToken(t *session.Token, took time.Duration) {
-	id.stats.tokenRequest(t.Grant, "ok", took)
+	id.stats.tokenRequestTook(took)
 	id.emit(EventTokenObtained, map[string]any{"grant": t.Grant, "expires": t.Expiry, "refresh_at": t.RefreshAt})
 	id.log().Info("obtained API Connect token",
 		zap.String("identity", id.name),
@@ -167,52 +169,44 @@ func (id *identity) onFailure(err error, retryAt time.Time, took time.Duration) 
 		zap.Duration("took", took),
 		zap.String("error", id.scrub.Scrub(err.Error())),
 	}
-	grant, cause, status := id.grant, "unknown", 0
+	grant, cause, status := id.grant, session.Cause(err), 0
+	fields = append(fields, zap.String("cause", cause))
 	var ae *apic.Error
 	if errors.As(err, &ae) {
-		grant, cause, status = ae.Grant, ae.Kind.String(), ae.Status
-		fields = append(fields, zap.String("cause", cause), zap.Int("status", status), zap.Strings("server_message", id.scrub.ScrubAll(append([]string(nil), ae.Messages...))))
+		grant, status = ae.Grant, ae.Status
+		fields = append(fields, zap.Int("status", status), zap.Strings("server_message", id.scrub.ScrubAll(append([]string(nil), ae.Messages...))))
 	}
-	id.stats.tokenRequest(grant, cause, took)
+	id.stats.tokenRequestTook(took)
 	id.emit(EventTokenFailed, map[string]any{"grant": grant, "cause": cause, "status": status, "error": id.scrub.Scrub(err.Error()), "retry_at": retryAt})
 	id.log().Warn("API Connect token request failed", fields...)
 }
 
 func (id *identity) onRefreshRefused(err error) {
-	id.stats.tokenRequest(apic.GrantRefreshToken, apic.KindRefused.String(), 0)
 	id.log().Info("refresh token refused; logging in again",
 		zap.String("identity", id.name), zap.String("error", id.scrub.Scrub(err.Error())))
 }
 
-// signOutTimeout bounds the sign-out when the session stops.
-const signOutTimeout = 5 * time.Second
-
-// Destruct stops the session when the last config using it is unloaded,
-// and signs it out upstream unless sign_out_on_stop is off.
-func (id *identity) Destruct() error {
-	t := id.sess.Current()
-	id.sess.Close()
-	defer id.http.CloseIdleConnections()
-	if !id.signOut || t == nil || !now().Before(t.ValidUntil) {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), signOutTimeout)
-	defer cancel()
+// signOutUpstream ends the API Connect session of t: the session's
+// SignOut when sign_out_on_stop is on.
+func (id *identity) signOutUpstream(ctx context.Context, t *session.Token) error {
 	if err := id.client.SignOut(ctx, t.Token); err != nil {
 		id.log().Warn("could not sign the API Connect session out", zap.String("identity", id.name), zap.String("error", id.scrub.Scrub(err.Error())))
-		return nil
+		return err
 	}
 	id.log().Info("signed the API Connect session out", zap.String("identity", id.name))
 	return nil
 }
 
+// Destruct stops the session when the last config using it is unloaded;
+// the session signs out upstream unless sign_out_on_stop is off.
+func (id *identity) Destruct() error {
+	defer id.http.CloseIdleConnections()
+	_ = id.sess.Close() // a failed sign-out is logged; the token expires anyway
+	return nil
+}
+
 // countReplay counts a replay by outcome.
 func (id *identity) countReplay(outcome string) { id.stats.count(&id.stats.replays, outcome) }
-
-// replayCount returns how many replays ended with outcome.
-func (id *identity) replayCount(outcome string) uint64 {
-	return id.stats.get(&id.stats.replays, outcome)
-}
 
 // statusClientClosedRequest is what Caddy reports when the client left.
 const statusClientClosedRequest = 499
@@ -225,19 +219,14 @@ func (id *identity) fail(w http.ResponseWriter, r *http.Request, err error) erro
 		return caddyhttp.Error(statusClientClosedRequest, err)
 	}
 	msg := "apic_auth could not obtain an API Connect token: " + id.scrub.Scrub(err.Error())
-	cause := "unknown"
-	var ae *apic.Error
-	switch {
-	case errors.Is(err, session.ErrClosed):
+	cause := session.Cause(err)
+	if cause == "closing" {
 		msg = "apic_auth: the token session is closing with its configuration; retry"
-		cause = "closing"
-	case errors.As(err, &ae):
-		cause = ae.Kind.String()
 	}
 	id.stats.count(&id.stats.failures, cause)
 	var un *session.Unavailable
 	if errors.As(err, &un) && !un.RetryAt.IsZero() {
-		secs := int64(math.Ceil(un.RetryAt.Sub(now()).Seconds()))
+		secs := int64(math.Ceil(time.Until(un.RetryAt).Seconds()))
 		w.Header().Set("Retry-After", strconv.FormatInt(max(secs, 1), 10))
 	}
 	if ce := id.log().Check(zap.DebugLevel, "no token for request"); ce != nil {
@@ -273,12 +262,6 @@ func plainHTTPBeyondLoopback(server string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip == nil || !ip.IsLoopback()
-}
-
-// isRefusal reports whether err is refused credentials.
-func isRefusal(err error) bool {
-	var ae *apic.Error
-	return errors.As(err, &ae) && ae.Refused()
 }
 
 // Interface guards

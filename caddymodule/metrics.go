@@ -7,36 +7,32 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/apic-tools/apic-auth-proxy/internal/session"
 )
 
 // identityStats counts what an identity did. Its counters live as long as
 // the identity, across config reloads; each config's metrics registry
 // reads them at scrape time.
 type identityStats struct {
-	mu            sync.Mutex
-	tokenRequests map[[2]string]uint64 // {grant, outcome}
-	durCount      uint64
-	durSum        float64
-	durBuckets    [len(durationBuckets)]uint64 // not cumulative
-	failures      map[string]uint64            // handler failures by cause
-	replays       map[string]uint64            // replays by outcome
-	refused       map[string]uint64            // requests the guard refused, by status
+	mu         sync.Mutex
+	durCount   uint64
+	durSum     float64
+	durBuckets [len(durationBuckets)]uint64 // not cumulative
+	failures   map[string]uint64            // handler failures by cause
+	replays    map[string]uint64            // replays by outcome
+	refused    map[string]uint64            // requests the guard refused, by status
 }
 
 // durationBuckets are the upper bounds of the token request duration
 // histogram, in seconds.
 var durationBuckets = [...]float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 
-func (s *identityStats) tokenRequest(grant, outcome string, took time.Duration) {
+// tokenRequestTook records how long a token request took, from the
+// session's hooks.
+func (s *identityStats) tokenRequestTook(took time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.tokenRequests == nil {
-		s.tokenRequests = make(map[[2]string]uint64)
-	}
-	s.tokenRequests[[2]string{grant, outcome}]++
-	if took <= 0 {
-		return // a refused refresh: its time is in the login that followed
-	}
 	secs := took.Seconds()
 	s.durCount++
 	s.durSum += secs
@@ -57,15 +53,10 @@ func (s *identityStats) count(m *map[string]uint64, key string) {
 	(*m)[key]++
 }
 
-func (s *identityStats) get(m *map[string]uint64, key string) uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return (*m)[key]
-}
-
 // snapshot is a copy of the counters.
 type statsSnapshot struct {
-	TokenRequests map[string]map[string]uint64 `json:"token_requests"` // grant -> outcome -> n
+	// TokenRequests counts token requests: grant -> outcome -> n.
+	TokenRequests map[string]map[string]uint64 `json:"token_requests"`
 	Failures      map[string]uint64            `json:"failures"`
 	Replays       map[string]uint64            `json:"replays"`
 	// Refused counts requests the proxy refused to forward (wrong host,
@@ -76,7 +67,8 @@ type statsSnapshot struct {
 	durBuckets map[float64]uint64
 }
 
-func (s *identityStats) snapshot() statsSnapshot {
+// snapshot copies the counters, with the session's token requests.
+func (s *identityStats) snapshot(requests session.Requests) statsSnapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := statsSnapshot{
@@ -88,11 +80,11 @@ func (s *identityStats) snapshot() statsSnapshot {
 		durSum:        s.durSum,
 		durBuckets:    make(map[float64]uint64, len(durationBuckets)),
 	}
-	for k, n := range s.tokenRequests {
-		if out.TokenRequests[k[0]] == nil {
-			out.TokenRequests[k[0]] = make(map[string]uint64)
+	for k, n := range requests {
+		if out.TokenRequests[k.Grant] == nil {
+			out.TokenRequests[k.Grant] = make(map[string]uint64)
 		}
-		out.TokenRequests[k[0]][k[1]] = n
+		out.TokenRequests[k.Grant][k.Outcome] = n
 	}
 	for k, n := range s.failures {
 		out.Failures[k] = n
@@ -161,20 +153,21 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 	})
 	sort.Slice(ids, func(i, j int) bool { return ids[i].name < ids[j].name })
 	for _, id := range ids {
-		st := id.stats.snapshot()
+		ss := id.sess.Status()
+		st := id.stats.snapshot(ss.Requests)
 		for grant, m := range st.TokenRequests {
 			for outcome, n := range m {
 				ch <- prometheus.MustNewConstMetric(descTokenRequests, prometheus.CounterValue, float64(n), id.name, grant, outcome)
 			}
 		}
 		ch <- prometheus.MustNewConstHistogram(descTokenDuration, st.durCount, st.durSum, st.durBuckets, id.name)
-		if t := id.sess.Current(); t != nil {
-			ch <- prometheus.MustNewConstMetric(descTokenExpiry, prometheus.GaugeValue, t.Expiry.Sub(now()).Seconds(), id.name)
+		if t := ss.Token; t != nil {
+			ch <- prometheus.MustNewConstMetric(descTokenExpiry, prometheus.GaugeValue, time.Until(t.Expiry).Seconds(), id.name)
 		}
 		for outcome, n := range st.Replays {
 			ch <- prometheus.MustNewConstMetric(descReplays, prometheus.CounterValue, float64(n), id.name, outcome)
 		}
-		ch <- prometheus.MustNewConstMetric(descWaits, prometheus.CounterValue, float64(id.sess.Status().Waited), id.name)
+		ch <- prometheus.MustNewConstMetric(descWaits, prometheus.CounterValue, float64(ss.Waited), id.name)
 		for cause, n := range st.Failures {
 			ch <- prometheus.MustNewConstMetric(descFailures, prometheus.CounterValue, float64(n), id.name, cause)
 		}

@@ -28,9 +28,6 @@ func init() {
 	caddy.RegisterModule(Handler{})
 }
 
-// now is the clock of every session; tests replace it.
-var now = time.Now
-
 // Handler obtains an API Connect access token for one user and
 // registration and sets `Authorization: Bearer <token>` on every request it
 // passes on. Put it before reverse_proxy (the Caddyfile directive is
@@ -425,7 +422,7 @@ func (h *Handler) serveReplayable(w http.ResponseWriter, r *http.Request, next c
 		}
 		r.Body = rest
 	}
-	if h.id.relogins.Suppressed(routed, now()) {
+	if h.id.relogins.Suppressed(routed, time.Now()) {
 		// This resource refused a new token lately: its 401 is its own.
 		h.id.countReplay("suppressed")
 		rw.Release()
@@ -452,7 +449,7 @@ func (h *Handler) serveReplayable(w http.ResponseWriter, r *http.Request, next c
 		return err
 	}
 	h.id.countReplay("refused_again")
-	pause, whole := h.id.relogins.RefusedAgain(routed, now())
+	pause, whole := h.id.relogins.RefusedAgain(routed, time.Now())
 	scope := zap.String("path", r.URL.Path)
 	if whole {
 		scope = zap.String("scope", "every path of this identity")

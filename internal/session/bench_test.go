@@ -9,22 +9,9 @@ import (
 )
 
 // BenchmarkGetParallel is the token lookup every request makes, from
-// every core at once, with a token held: no lock, no allocation. The fake
-// clock takes a mutex of its own; see BenchmarkGetParallelRealClock.
+// every core at once, with a token held: no lock, no allocation.
 func BenchmarkGetParallel(b *testing.B) {
-	clock := newFakeClock()
-	benchGet(b, clock, clock.Now)
-}
-
-// BenchmarkGetParallelRealClock is the same on the real clock.
-func BenchmarkGetParallelRealClock(b *testing.B) {
-	clock := newFakeClock()
-	clock.Set(time.Now()) // the fetcher dates its tokens by it
-	benchGet(b, clock, nil)
-}
-
-func benchGet(b *testing.B, fetcherClock *fakeClock, now func() time.Time) {
-	m := session.New(session.Options{Fetcher: newFakeFetcher(fetcherClock, 8*time.Hour), Now: now})
+	m := session.New(session.Options{Fetcher: newFakeFetcher(8 * time.Hour)})
 	defer m.Close()
 	ctx := context.Background()
 	if _, err := m.Get(ctx); err != nil {

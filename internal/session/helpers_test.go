@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -13,8 +16,11 @@ import (
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apic"
 	"github.com/apic-tools/apic-auth-proxy/internal/session"
-	"github.com/apic-tools/apic-auth-proxy/internal/testclock"
 )
+
+// The tests run in synctest bubbles: time is virtual, starts at t0, and
+// moves only when every goroutine of the bubble is blocked, so a Manager's
+// timers fire exactly when due and a test moves time with time.Sleep.
 
 // TestMain fails the package when any goroutine outlives the tests: every
 // Manager is closed, so none of its goroutines may remain.
@@ -22,23 +28,15 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// waitFor bounds every wait for a signal: generous, and fatal when over.
-const waitFor = 10 * time.Second
+// t0 is the time a synctest bubble starts at.
+var t0 = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 
-var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-
-// fakeClock is the shared settable clock of the tests.
-type fakeClock = testclock.Clock
-
-func newFakeClock() *fakeClock { return testclock.New(t0) }
-
-// fakeFetcher issues tokens of a fixed lifetime on the fake clock, counts
-// calls, fails on demand and can hold calls until released.
+// fakeFetcher issues tokens of a fixed lifetime, counts calls, fails on
+// demand and can hold calls until released.
 type fakeFetcher struct {
-	clock *fakeClock
-	life  time.Duration
+	life time.Duration
 	// refreshLife, when set, gives every token a refresh token of that
-	// lifetime (recorded as apic.RefreshExpiry does).
+	// lifetime.
 	refreshLife time.Duration
 
 	mu          sync.Mutex
@@ -59,14 +57,14 @@ type fakeFetcher struct {
 	onCall func()
 }
 
-// call is one Login or Refresh call: which, and the fake time it began.
+// call is one Login or Refresh call: which, and when it began.
 type call struct {
 	kind string // "login" or "refresh"
 	at   time.Time
 }
 
-func newFakeFetcher(clock *fakeClock, life time.Duration) *fakeFetcher {
-	return &fakeFetcher{clock: clock, life: life, entered: make(chan call, 1000)}
+func newFakeFetcher(life time.Duration) *fakeFetcher {
+	return &fakeFetcher{life: life, entered: make(chan call, 1000)}
 }
 
 func (f *fakeFetcher) Login(ctx context.Context) (*apic.Token, error) {
@@ -91,7 +89,7 @@ func (f *fakeFetcher) answer(ctx context.Context, kind string, n int, errf func(
 		hook()
 	}
 	select {
-	case f.entered <- call{kind, f.clock.Now()}:
+	case f.entered <- call{kind, time.Now()}:
 	default:
 	}
 	if gate != nil {
@@ -109,7 +107,7 @@ func (f *fakeFetcher) answer(ctx context.Context, kind string, n int, errf func(
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.seq++
-	now := f.clock.Now()
+	now := time.Now()
 	tok := &apic.Token{Token: oauth2.Token{AccessToken: fmt.Sprintf("access-%d", f.seq), TokenType: "Bearer", Expiry: now.Add(f.life)}}
 	if f.refreshLife > 0 {
 		tok.RefreshToken = fmt.Sprintf("refresh-%d", f.seq)
@@ -143,7 +141,7 @@ func (f *fakeFetcher) setRefreshErr(fn func(n int) error) {
 	f.mu.Unlock()
 }
 
-// always returns an error function that always fails with err.
+// always fails every call with err.
 func always(err error) func(int) error { return func(int) error { return err } }
 
 // failure is one OnFailure call.
@@ -152,11 +150,11 @@ type failure struct {
 	retryAt time.Time
 }
 
-// harness is a Manager on a fake clock and fake fetcher, with its hooks
-// turned into channels. The Manager is closed when the test ends.
+// harness is a Manager on a fake fetcher, with its hooks turned into
+// channels. Make it inside a synctest bubble; the Manager is closed when
+// the bubble's test ends.
 type harness struct {
 	t        *testing.T
-	clock    *fakeClock
 	f        *fakeFetcher
 	m        *session.Manager
 	tokens   chan *session.Token
@@ -168,21 +166,14 @@ type harness struct {
 // lifetime; opts may change the options before New.
 func newHarness(t *testing.T, life time.Duration, opts ...func(*session.Options)) *harness {
 	t.Helper()
-	return newHarnessClock(t, newFakeClock(), life, opts...)
-}
-
-// newHarnessClock is newHarness on a given clock.
-func newHarnessClock(t *testing.T, clock *fakeClock, life time.Duration, opts ...func(*session.Options)) *harness {
-	t.Helper()
 	h := &harness{
-		t: t, clock: clock, f: newFakeFetcher(clock, life),
+		t: t, f: newFakeFetcher(life),
 		tokens:   make(chan *session.Token, 1000),
 		failures: make(chan failure, 1000),
 		refused:  make(chan error, 1000),
 	}
 	o := session.Options{
 		Fetcher:          h.f,
-		Now:              clock.Now,
 		OnToken:          func(tok *session.Token, _ time.Duration) { send(h.tokens, tok) },
 		OnFailure:        func(err error, retryAt time.Time, _ time.Duration) { send(h.failures, failure{err, retryAt}) },
 		OnRefreshRefused: func(err error) { send(h.refused, err) },
@@ -191,7 +182,7 @@ func newHarnessClock(t *testing.T, clock *fakeClock, life time.Duration, opts ..
 		f(&o)
 	}
 	h.m = session.New(o)
-	t.Cleanup(h.m.Close)
+	t.Cleanup(func() { _ = h.m.Close() })
 	return h
 }
 
@@ -203,16 +194,30 @@ func send[T any](ch chan<- T, v T) {
 	}
 }
 
-// recv waits for a value on ch, failing the test after waitFor.
+// recv returns the value that ch holds once every goroutine of the bubble
+// has settled, without time passing; it fails the test when there is none.
 func recv[T any](t *testing.T, ch <-chan T, what string) T {
 	t.Helper()
+	synctest.Wait()
 	select {
 	case v := <-ch:
 		return v
-	case <-time.After(waitFor):
-		t.Fatalf("no %s within %v", what, waitFor)
+	default:
+		t.Fatalf("no %s", what)
 		panic("unreachable")
 	}
+}
+
+// at moves the bubble's time forward to when, and lets every goroutine
+// settle: the Manager's timers due by then have fired.
+func at(t *testing.T, when time.Time) {
+	t.Helper()
+	d := time.Until(when)
+	if d < 0 {
+		t.Fatalf("cannot move time back by %v", -d)
+	}
+	time.Sleep(d)
+	synctest.Wait()
 }
 
 // getResult is what one Get returned.
@@ -231,7 +236,7 @@ func (h *harness) getAsync(ctx context.Context) <-chan getResult {
 	return ch
 }
 
-// get calls Get, failing the test on an error or a wait past waitFor.
+// get calls Get, failing the test on an error or a wait.
 func (h *harness) get() *session.Token {
 	h.t.Helper()
 	r := recv(h.t, h.getAsync(context.Background()), "Get result")
@@ -267,7 +272,29 @@ func (h *harness) wantCounts(logins, refreshes int) {
 	}
 }
 
+// wantRequests checks the Status's token request counts.
+func (h *harness) wantRequests(want session.Requests) {
+	h.t.Helper()
+	got := h.m.Status().Requests
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		h.t.Fatalf("Status().Requests = %v, want %v", got, want)
+	}
+}
+
 // apicErr is an error of the token client of a kind.
 func apicErr(kind apic.Kind, status int) *apic.Error {
 	return &apic.Error{Kind: kind, URL: "https://apic.example.com/api/token", Grant: apic.GrantPassword, Status: status}
+}
+
+// handlerTransport sends requests to a handler in this process, so that a
+// simulator serves a Manager inside a synctest bubble with no network.
+type handlerTransport struct{ h http.Handler }
+
+func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	rec := httptest.NewRecorder()
+	t.h.ServeHTTP(rec, r)
+	if err := r.Context().Err(); err != nil {
+		return nil, err // as a real client does when the caller gave up
+	}
+	return rec.Result(), nil
 }

@@ -30,6 +30,8 @@ const (
 	DefaultBackoffMax  = time.Minute
 	DefaultCooldownMin = 30 * time.Second
 	DefaultCooldownMax = 15 * time.Minute
+	// SignOutTimeout bounds Options.SignOut.
+	SignOutTimeout = 5 * time.Second
 	// MaxLeeway is the most a token is retired before its expiry, so that
 	// no request leaves with a token that expires on the way.
 	MaxLeeway = 10 * time.Second
@@ -55,10 +57,6 @@ type Options struct {
 	// CooldownMin and CooldownMax bound the pause after refused
 	// credentials: it doubles from CooldownMin.
 	CooldownMin, CooldownMax time.Duration
-	// Now is the clock. Default time.Now.
-	Now func() time.Time
-	// Jitter returns a number in [0, 1). Default math/rand/v2.
-	Jitter func() float64
 	// OnToken is called after each token is obtained, before the callers
 	// waiting for it go on: keep it fast.
 	OnToken func(t *Token, took time.Duration)
@@ -69,6 +67,9 @@ type Options struct {
 	// OnRefreshRefused is called when the refresh token is refused and
 	// the primary grant is tried instead.
 	OnRefreshRefused func(err error)
+	// SignOut, when set, is called by Close with the held token while it
+	// is valid, to end the session upstream; it gets SignOutTimeout.
+	SignOut func(ctx context.Context, t *Token) error
 }
 
 // Token is a token in use, with what is derived from it once.
@@ -125,7 +126,11 @@ type Manager struct {
 	refusals int // consecutive refusals
 	lastErr  error
 	retryAt  time.Time
-	stats    Stats
+	// What Status reports.
+	requests     Requests
+	waited       int
+	lastObtained time.Time
+	lastFailure  time.Time
 }
 
 // flight is one token request that any number of callers wait for.
@@ -154,23 +159,15 @@ func New(opts Options) *Manager {
 	if opts.CooldownMax <= 0 {
 		opts.CooldownMax = DefaultCooldownMax
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	if opts.Jitter == nil {
-		opts.Jitter = rand.Float64
-	}
 	if opts.Grant == "" {
 		opts.Grant = apic.GrantPassword
 	}
-	m := &Manager{opts: opts, wake: make(chan struct{}, 1)}
+	m := &Manager{opts: opts, wake: make(chan struct{}, 1), requests: make(Requests)}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.wg.Add(1)
 	go m.refresher()
 	return m
 }
-
-func (m *Manager) now() time.Time { return m.opts.Now() }
 
 // Get returns a valid token, waiting for a token request only when none is
 // held. It fails at once, without a request, while a failure's back-off or
@@ -180,12 +177,12 @@ func (m *Manager) Get(ctx context.Context) (*Token, error) {
 		return nil, ErrClosed
 	}
 	if t := m.cur.Load(); t != nil {
-		now := m.now()
+		now := time.Now()
 		if now.Before(t.RefreshAt) {
 			return t, nil
 		}
 		if now.Before(t.ValidUntil) {
-			m.Poke()
+			m.poke()
 			return t, nil
 		}
 	}
@@ -213,7 +210,7 @@ func (m *Manager) wait(ctx context.Context, force bool) (*Token, error) {
 		m.mu.Unlock()
 		return nil, ErrClosed
 	}
-	now := m.now()
+	now := time.Now()
 	if t := m.cur.Load(); !force && t != nil && now.Before(t.ValidUntil) {
 		m.mu.Unlock()
 		return t, nil
@@ -226,8 +223,8 @@ func (m *Manager) wait(ctx context.Context, force bool) (*Token, error) {
 		}
 		m.startLocked()
 	}
-	if !force && m.stats.Obtained > 0 {
-		m.stats.Waited++
+	if !force && !m.lastObtained.IsZero() {
+		m.waited++
 	}
 	f := m.flight
 	m.mu.Unlock()
@@ -247,9 +244,9 @@ func (m *Manager) wait(ctx context.Context, force bool) (*Token, error) {
 	}
 }
 
-// Poke makes the background refresher look at the clock now rather than
-// when its timer fires (after a clock jump, for example).
-func (m *Manager) Poke() {
+// poke makes the background refresher look at the session now rather than
+// when its timer fires.
+func (m *Manager) poke() {
 	select {
 	case m.wake <- struct{}{}:
 	default:
@@ -267,11 +264,11 @@ func (m *Manager) startLocked() {
 func (m *Manager) run(f *flight) {
 	defer m.wg.Done()
 	prev := m.cur.Load()
-	start := m.now()
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(m.ctx, m.opts.Timeout)
 	tok, grant, err := m.obtain(ctx, prev, start)
 	cancel()
-	now := m.now()
+	now := time.Now()
 	took := now.Sub(start)
 
 	m.mu.Lock()
@@ -279,14 +276,12 @@ func (m *Manager) run(f *flight) {
 		f.tok = m.newToken(tok, grant, now)
 		m.cur.Store(f.tok)
 		m.failures, m.refusals, m.lastErr, m.retryAt = 0, 0, nil, time.Time{}
-		m.stats.Obtained++
-		m.stats.LastObtained = now
+		m.lastObtained = now
 	} else {
 		m.lastErr = err
 		m.retryAt = m.nextAttempt(err, now)
 		f.err, f.retryAt = err, m.retryAt
-		m.stats.Failed++
-		m.stats.LastFailure = now
+		m.lastFailure = now
 	}
 	m.flight = nil
 	m.mu.Unlock()
@@ -301,7 +296,7 @@ func (m *Manager) run(f *flight) {
 		m.opts.OnFailure(err, f.retryAt, took)
 	}
 	close(f.done)
-	m.Poke()
+	m.poke()
 }
 
 // obtain requests a token: with the refresh token while one is held and
@@ -310,6 +305,7 @@ func (m *Manager) obtain(ctx context.Context, prev *Token, now time.Time) (*apic
 	if prev != nil && prev.RefreshToken != "" && prev.RefreshToken != m.refusedRefresh &&
 		(prev.RefreshExpiry.IsZero() || now.Before(prev.RefreshExpiry)) {
 		tok, err := m.opts.Fetcher.Refresh(ctx, prev.RefreshToken)
+		m.count(apic.GrantRefreshToken, err)
 		if err == nil {
 			return tok, apic.GrantRefreshToken, nil
 		}
@@ -323,6 +319,7 @@ func (m *Manager) obtain(ctx context.Context, prev *Token, now time.Time) (*apic
 		}
 	}
 	tok, err := m.opts.Fetcher.Login(ctx)
+	m.count(m.opts.Grant, err)
 	return tok, m.opts.Grant, err
 }
 
@@ -360,7 +357,7 @@ func (m *Manager) nextAttempt(err error, now time.Time) time.Time {
 	m.refusals = 0
 	m.failures++
 	d := doubled(m.opts.BackoffMin, m.opts.BackoffMax, m.failures)
-	d = d/2 + time.Duration(m.opts.Jitter()*float64(d/2))
+	d = d/2 + time.Duration(rand.Float64()*float64(d/2))
 	at := now.Add(d)
 	if after := retryAfter(err); after.After(at) {
 		at = after
@@ -420,7 +417,7 @@ func (m *Manager) refresher() {
 		var wait time.Duration = -1
 		m.mu.Lock()
 		if t := m.cur.Load(); t != nil && m.flight == nil && m.ctx.Err() == nil {
-			now := m.now()
+			now := time.Now()
 			due := t.RefreshAt
 			if m.retryAt.After(due) {
 				due = m.retryAt
@@ -451,49 +448,125 @@ func (m *Manager) refresher() {
 	}
 }
 
-// Close stops the refresher and any token request, and waits for them.
-func (m *Manager) Close() {
+// Close stops the refresher and any token request, and waits for them;
+// then, when Options.SignOut is set and the held token is still valid, it
+// signs the token out and returns what SignOut returned.
+func (m *Manager) Close() error {
 	// Cancel under m.mu: wait checks m.ctx under it before starting a
 	// request, so no request starts (wg.Add) once Close is waiting.
 	m.mu.Lock()
 	m.cancel()
 	m.mu.Unlock()
 	m.wg.Wait()
+	t := m.cur.Load()
+	if m.opts.SignOut == nil || t == nil || !time.Now().Before(t.ValidUntil) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), SignOutTimeout)
+	defer cancel()
+	return m.opts.SignOut(ctx, t)
 }
 
-// Context is done when the Manager is closed.
-func (m *Manager) Context() context.Context { return m.ctx }
+// State is what a session is doing, as Status reports it.
+type State string
 
-// Stats counts what a Manager did.
-type Stats struct {
-	Obtained int
-	Failed   int
+// States of a session.
+const (
+	StateNoToken     State = "no_token"     // nothing asked yet
+	StateValid       State = "valid"        // a token is held and handed out
+	StateRefreshing  State = "refreshing"   // a token request is under way
+	StateExpired     State = "expired"      // the held token expired; the next request asks anew
+	StateBackingOff  State = "backing_off"  // a failure that may heal: no request before RetryAt
+	StateCoolingDown State = "cooling_down" // credentials refused: no request before RetryAt
+)
+
+// Outcome of a successful token request in Status.Requests.
+const OutcomeOK = "ok"
+
+// Requests counts token requests by grant and outcome (OutcomeOK, or the
+// failure's cause).
+type Requests map[Request]uint64
+
+// Request is a kind of token request: its grant and outcome.
+type Request struct{ Grant, Outcome string }
+
+// Status is a snapshot of a session for reports.
+type Status struct {
+	State State
+	// Token is the held token, valid or not, or nil.
+	Token *Token
+	// LastError is the last failure since the last success, and Cause
+	// its cause.
+	LastError error
+	Cause     string
+	// RetryAt is the end of the current back-off or cool-down.
+	RetryAt time.Time
+	// LastObtained and LastFailure are when the last token came and the
+	// last request failed.
+	LastObtained, LastFailure time.Time
+	// Requests counts the token requests made.
+	Requests Requests
 	// Waited counts Get calls that waited on a token request after the
 	// first token: the held one had expired before a refresh replaced it
 	// (or was invalidated after a 401). Refreshing in time keeps it at 0.
-	Waited       int
-	LastObtained time.Time
-	LastFailure  time.Time
-}
-
-// Status is a snapshot for reports.
-type Status struct {
-	Stats
-	// Token is the held token, or nil.
-	Token *Token
-	// LastError is the last failure since the last success.
-	LastError error
-	// RetryAt is the end of the current back-off or cool-down.
-	RetryAt time.Time
-	// Fetching reports a token request under way.
-	Fetching bool
+	Waited int
 }
 
 // Status returns a snapshot of the session.
 func (m *Manager) Status() Status {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return Status{Stats: m.stats, Token: m.cur.Load(), LastError: m.lastErr, RetryAt: m.retryAt, Fetching: m.flight != nil}
+	st := Status{
+		Token: m.cur.Load(), LastError: m.lastErr, RetryAt: m.retryAt,
+		LastObtained: m.lastObtained, LastFailure: m.lastFailure,
+		Requests: make(Requests, len(m.requests)), Waited: m.waited,
+	}
+	for k, n := range m.requests {
+		st.Requests[k] = n
+	}
+	if m.lastErr != nil {
+		st.Cause = Cause(m.lastErr)
+	}
+	now := time.Now()
+	switch {
+	case m.flight != nil:
+		st.State = StateRefreshing
+	case m.lastErr != nil && now.Before(m.retryAt) && Refused(m.lastErr):
+		st.State = StateCoolingDown
+	case m.lastErr != nil && now.Before(m.retryAt):
+		st.State = StateBackingOff
+	case st.Token != nil && now.Before(st.Token.ValidUntil):
+		st.State = StateValid
+	case st.Token != nil:
+		st.State = StateExpired
+	default:
+		st.State = StateNoToken
+	}
+	return st
+}
+
+// Cause names why a token could not be had: the Failure's cause, "closing"
+// after Close, "unknown" otherwise.
+func Cause(err error) string {
+	var f Failure
+	switch {
+	case errors.Is(err, ErrClosed):
+		return "closing"
+	case errors.As(err, &f):
+		return f.Cause()
+	}
+	return "unknown"
+}
+
+// count records a token request's outcome.
+func (m *Manager) count(grant string, err error) {
+	outcome := OutcomeOK
+	if err != nil {
+		outcome = Cause(err)
+	}
+	m.mu.Lock()
+	m.requests[Request{grant, outcome}]++
+	m.mu.Unlock()
 }
 
 // String describes the schedule without the token.

@@ -7,9 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
-
-	"go.uber.org/goleak"
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apic"
 	"github.com/apic-tools/apic-auth-proxy/internal/session"
@@ -18,7 +17,9 @@ import (
 const life8h = 8 * time.Hour
 
 // 1. One request for any number of cold callers.
-func TestColdStartSingleFlight(t *testing.T) {
+func TestColdStartSingleFlight(t *testing.T) { synctest.Test(t, testColdStartSingleFlight) }
+
+func testColdStartSingleFlight(t *testing.T) {
 	h := newHarness(t, life8h)
 	gate := make(chan struct{})
 	h.f.setGate(gate)
@@ -38,8 +39,8 @@ func TestColdStartSingleFlight(t *testing.T) {
 		t.Fatalf("first call %s at %v, want login at %v", c.kind, c.at, t0)
 	}
 	started.Wait()
-	if st := h.m.Status(); !st.Fetching || st.Token != nil {
-		t.Errorf("Status while fetching: Fetching %v, Token %v", st.Fetching, st.Token)
+	if st := h.m.Status(); st.State != session.StateRefreshing || st.Token != nil {
+		t.Errorf("Status while fetching: State %v, Token %v", st.State, st.Token)
 	}
 	close(gate)
 
@@ -66,16 +67,19 @@ func TestColdStartSingleFlight(t *testing.T) {
 	if first.Grant != apic.GrantPassword || !first.Obtained.Equal(t0) {
 		t.Errorf("Grant %q obtained %v, want password at %v", first.Grant, first.Obtained, t0)
 	}
-	if st := h.m.Status(); st.Obtained != 1 || st.Failed != 0 || st.Fetching || st.Token != first || !st.LastObtained.Equal(t0) {
+	if st := h.m.Status(); st.State != session.StateValid || st.Token != first || !st.LastObtained.Equal(t0) || st.Waited != 0 {
 		t.Errorf("Status = %+v", st)
 	}
+	h.wantRequests(session.Requests{{apic.GrantPassword, session.OutcomeOK}: 1})
 	if got := recv(t, h.tokens, "OnToken"); got != first {
 		t.Error("OnToken saw another token")
 	}
 }
 
 // 2. A caller that gives up does not stop the request for the others.
-func TestWaiterCancelled(t *testing.T) {
+func TestWaiterCancelled(t *testing.T) { synctest.Test(t, testWaiterCancelled) }
+
+func testWaiterCancelled(t *testing.T) {
 	h := newHarness(t, life8h)
 	gate := make(chan struct{})
 	h.f.setGate(gate)
@@ -92,7 +96,7 @@ func TestWaiterCancelled(t *testing.T) {
 	if !errors.Is(r.err, context.Canceled) || r.tok != nil {
 		t.Fatalf("cancelled Get = %v, %v; want context.Canceled", r.tok, r.err)
 	}
-	if !h.m.Status().Fetching {
+	if h.m.Status().State != session.StateRefreshing {
 		t.Fatal("the token request stopped with its first caller")
 	}
 
@@ -128,7 +132,7 @@ func TestSchedule(t *testing.T) {
 		{"option under twice the leeway, short life", time.Minute, time.Second, 12 * time.Second, 6 * time.Second},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
+		runBubble(t, tc.name, func(t *testing.T) {
 			h := newHarness(t, tc.life, func(o *session.Options) { o.RefreshBefore = tc.refreshBefore })
 			tok := h.get()
 			if want := t0.Add(tc.life); !tok.Expiry.Equal(want) {
@@ -147,7 +151,9 @@ func TestSchedule(t *testing.T) {
 	}
 }
 
-func TestTokenDetails(t *testing.T) {
+func TestTokenDetails(t *testing.T) { synctest.Test(t, testTokenDetails) }
+
+func testTokenDetails(t *testing.T) {
 	h := newHarness(t, life8h, func(o *session.Options) { o.Grant = apic.GrantAPIKey })
 	h.f.refreshLife = 16 * time.Hour
 	tok := h.get()
@@ -161,24 +167,20 @@ func TestTokenDetails(t *testing.T) {
 	if strings.Contains(s, tok.AccessToken) || strings.Contains(s, tok.RefreshToken) {
 		t.Errorf("String() = %q shows the token", s)
 	}
-	if want := "token (api_key grant) expiring 2026-03-01T20:00:00Z, refresh at 2026-03-01T18:00:00Z"; s != want {
+	if want := "token (api_key grant) expiring 2000-01-01T08:00:00Z, refresh at 2000-01-01T06:00:00Z"; s != want {
 		t.Errorf("String() = %q, want %q", s, want)
 	}
 	if h.m.Current() != tok {
 		t.Error("Current() is not the token")
 	}
-	select {
-	case <-h.m.Context().Done():
-		t.Error("Context() is done before Close")
-	default:
-	}
-	h.m.Close()
-	recv(t, h.m.Context().Done(), "Context() done after Close")
 }
 
 // 4. The token is renewed in the background, and nobody waits for it.
-func TestBackgroundRefresh(t *testing.T) {
-	h := newHarness(t, life8h)
+func TestBackgroundRefresh(t *testing.T) { synctest.Test(t, testBackgroundRefresh) }
+
+func testBackgroundRefresh(t *testing.T) {
+	// The held request must outlast the token, not time out.
+	h := newHarness(t, life8h, func(o *session.Options) { o.Timeout = 24 * time.Hour })
 	tok1 := h.get()
 	recv(t, h.tokens, "first token")
 	recv(t, h.f.entered, "first call")
@@ -187,26 +189,24 @@ func TestBackgroundRefresh(t *testing.T) {
 
 	// A second before RefreshAt: nothing happens (a request would begin at
 	// this time, and show in the call's time below).
-	h.clock.Set(tok1.RefreshAt.Add(-time.Second))
-	h.m.Poke()
+	at(t, tok1.RefreshAt.Add(-time.Second))
 	if got := h.get(); got != tok1 {
 		t.Fatal("Get before RefreshAt did not return the held token")
 	}
-	h.clock.Set(tok1.RefreshAt)
-	h.m.Poke()
+	at(t, tok1.RefreshAt)
 	if c := recv(t, h.f.entered, "background token request"); c.kind != "login" || !c.at.Equal(tok1.RefreshAt) {
 		t.Fatalf("background call %s at %v, want login at RefreshAt %v", c.kind, c.at, tok1.RefreshAt)
 	}
 
 	// The request is held; Get answers at once with the held token.
 	for _, d := range []time.Duration{0, time.Hour, tok1.ValidUntil.Sub(tok1.RefreshAt) - time.Nanosecond} {
-		h.clock.Set(tok1.RefreshAt.Add(d))
+		at(t, tok1.RefreshAt.Add(d))
 		if got := h.get(); got != tok1 {
 			t.Fatalf("Get at RefreshAt+%v returned %v, want the held token", d, got)
 		}
 	}
-	if !h.m.Status().Fetching {
-		t.Error("Status().Fetching is false during the background request")
+	if h.m.Status().State != session.StateRefreshing {
+		t.Error("Status().State is not refreshing during the background request")
 	}
 	h.wantCounts(2, 0)
 
@@ -221,33 +221,13 @@ func TestBackgroundRefresh(t *testing.T) {
 	h.wantCounts(2, 0)
 }
 
-// A Get past RefreshAt is enough to start the renewal: nobody pokes.
-// (The refresher may still be handling the wake-up that follows the first
-// token, and renew by itself: then Get may already see the new token.
-// Without the Get's own wake-up the renewal would mostly not happen.)
-func TestGetPastRefreshAtStartsRenewal(t *testing.T) {
-	h := newHarness(t, life8h)
-	tok1 := h.get()
-	recv(t, h.tokens, "first token")
-	h.clock.Set(tok1.RefreshAt.Add(time.Minute))
-	if got := h.get(); got != tok1 && got.AccessToken != "access-2" {
-		t.Fatalf("Get returned %s, want the held token or its renewal", got.AccessToken)
-	}
-	tok2 := recv(t, h.tokens, "renewed token")
-	if !tok2.Obtained.Equal(tok1.RefreshAt.Add(time.Minute)) {
-		t.Errorf("renewed at %v", tok2.Obtained)
-	}
-	h.wantCounts(2, 0)
-}
+// The refresher keeps its own time: its timers renew the token and retry
+// a failed renewal with no Get.
+func TestRefresherTimers(t *testing.T) { synctest.Test(t, testRefresherTimers) }
 
-// The refresher keeps its own time: with short durations, its timers
-// renew the token and retry a failed renewal without any Poke or Get.
-func TestRefresherTimers(t *testing.T) {
+func testRefresherTimers(t *testing.T) {
 	const lifetime = 200 * time.Millisecond // renewal due 150 ms after a token
-	h := newHarness(t, lifetime, func(o *session.Options) {
-		o.BackoffMin = 2 * time.Millisecond
-		o.Jitter = func() float64 { return 0 }
-	})
+	h := newHarness(t, lifetime, func(o *session.Options) { o.BackoffMin = 2 * time.Millisecond })
 	tok1 := h.get()
 	recv(t, h.tokens, "first token")
 	h.f.setLoginErr(func(n int) error {
@@ -256,23 +236,26 @@ func TestRefresherTimers(t *testing.T) {
 		}
 		return nil
 	})
-	// The fake clock reaches RefreshAt; the refresher's timer, set for
-	// 150 ms, finds it there.
-	h.clock.Set(tok1.RefreshAt)
+	at(t, tok1.RefreshAt)
 	fl := recv(t, h.failures, "failed renewal")
-	if want := tok1.RefreshAt.Add(time.Millisecond); !fl.retryAt.Equal(want) {
-		t.Fatalf("retry at %v, want %v", fl.retryAt, want)
+	if d := fl.retryAt.Sub(tok1.RefreshAt); d < time.Millisecond || d > 2*time.Millisecond {
+		t.Fatalf("retry %v after the failure, want 1 to 2 ms", d)
 	}
-	// And the retry, 1 ms later, again by timer.
-	h.clock.Set(fl.retryAt)
+	if st := h.m.Status(); st.State != session.StateBackingOff || st.Cause != "server_error" {
+		t.Errorf("after the failed renewal: state %s, cause %q", st.State, st.Cause)
+	}
+	at(t, fl.retryAt)
 	tok2 := recv(t, h.tokens, "renewed token")
 	if !tok2.Obtained.Equal(fl.retryAt) {
 		t.Errorf("renewed at %v, want %v", tok2.Obtained, fl.retryAt)
 	}
 	h.wantCounts(3, 0)
+	h.wantRequests(session.Requests{{apic.GrantPassword, session.OutcomeOK}: 2, {apic.GrantPassword, "server_error"}: 1})
 }
 
-// 5. Past ValidUntil, Get waits for a new token and never returns the old.
+// 5. Past ValidUntil, Get waits for a new token and never returns the old:
+// here the background renewal that began at RefreshAt is held, and time
+// runs past ValidUntil before it ends.
 func TestGetAfterValidUntilWaits(t *testing.T) {
 	cases := []struct {
 		name string
@@ -284,18 +267,28 @@ func TestGetAfterValidUntilWaits(t *testing.T) {
 		{"a day after expiry", func(t *session.Token) time.Time { return t.Expiry.Add(24 * time.Hour) }},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, life8h)
+		runBubble(t, tc.name, func(t *testing.T) {
+			h := newHarness(t, life8h, func(o *session.Options) { o.Timeout = 48 * time.Hour })
 			tok1 := h.get()
 			recv(t, h.f.entered, "first call")
 			gate := make(chan struct{})
 			h.f.setGate(gate)
+			at(t, tok1.RefreshAt)
+			if c := recv(t, h.f.entered, "background token request"); c.kind != "login" || !c.at.Equal(tok1.RefreshAt) {
+				t.Fatalf("call %s at %v, want login at %v", c.kind, c.at, tok1.RefreshAt)
+			}
 			now := tc.at(tok1)
-			h.clock.Set(now)
+			at(t, now)
 
 			res := h.getAsync(context.Background())
-			if c := recv(t, h.f.entered, "token request"); c.kind != "login" || !c.at.Equal(now) {
-				t.Fatalf("call %s at %v, want login at %v", c.kind, c.at, now)
+			synctest.Wait()
+			select {
+			case r := <-res:
+				t.Fatalf("Get past ValidUntil returned %v, %v without waiting", r.tok, r.err)
+			default:
+			}
+			if st := h.m.Status(); st.State != session.StateRefreshing {
+				t.Errorf("state %s, want refreshing", st.State)
 			}
 			close(gate)
 			r := recv(t, res, "Get result")
@@ -308,14 +301,48 @@ func TestGetAfterValidUntilWaits(t *testing.T) {
 			if !now.Before(r.tok.ValidUntil) || !r.tok.Obtained.Equal(now) {
 				t.Errorf("new token obtained %v valid until %v, at %v", r.tok.Obtained, r.tok.ValidUntil, now)
 			}
+			if st := h.m.Status(); st.Waited != 1 {
+				t.Errorf("Status().Waited = %d, want 1", st.Waited)
+			}
 			h.wantCounts(2, 0)
 		})
 	}
 }
 
+// An expired token is not renewed in the background: an idle session asks
+// for nothing until the next Get, which starts the request at its time.
+func TestExpiredTokenWaitsForGet(t *testing.T) { synctest.Test(t, testExpiredTokenWaitsForGet) }
+
+func testExpiredTokenWaitsForGet(t *testing.T) {
+	h := newHarness(t, life8h)
+	tok1 := h.get()
+	h.f.setLoginErr(always(apicErr(apic.KindServer, 503)))
+	// The renewal fails and is retried until the token expires.
+	at(t, tok1.Expiry)
+	l, _ := h.f.counts()
+	if l < 3 {
+		t.Fatalf("%d logins by the expiry, want the first and retried renewals", l)
+	}
+	if st := h.m.Status(); st.State != session.StateExpired && st.State != session.StateBackingOff {
+		t.Errorf("at expiry: state %s", st.State)
+	}
+	at(t, tok1.Expiry.Add(24*time.Hour))
+	h.wantCounts(l, 0)
+	if st := h.m.Status(); st.State != session.StateExpired {
+		t.Errorf("a day after expiry: state %s, want expired", st.State)
+	}
+	h.f.setLoginErr(nil)
+	now := time.Now()
+	tok2 := h.get()
+	if !tok2.Obtained.Equal(now) {
+		t.Errorf("token obtained at %v, want at the Get (%v)", tok2.Obtained, now)
+	}
+	h.wantCounts(l+1, 0)
+}
+
 // 6. The refresh token, and falling back to the primary grant.
 func TestRefreshToken(t *testing.T) {
-	t.Run("used when held", func(t *testing.T) {
+	runBubble(t, "used when held", func(t *testing.T) {
 		h := newHarness(t, life8h)
 		h.f.refreshLife = 16 * time.Hour
 		tok1 := h.get()
@@ -325,8 +352,7 @@ func TestRefreshToken(t *testing.T) {
 		}
 		tok := tok1
 		for i := 2; i <= 3; i++ {
-			h.clock.Set(tok.RefreshAt)
-			h.m.Poke()
+			at(t, tok.RefreshAt)
 			next := recv(t, h.tokens, "refreshed token")
 			if next.Grant != apic.GrantRefreshToken {
 				t.Errorf("token %d: grant %q, want refresh_token", i, next.Grant)
@@ -345,7 +371,7 @@ func TestRefreshToken(t *testing.T) {
 		}
 	})
 
-	t.Run("refused falls back to login", func(t *testing.T) {
+	runBubble(t, "refused falls back to login", func(t *testing.T) {
 		h := newHarness(t, life8h)
 		h.f.refreshLife = 16 * time.Hour
 		tok1 := h.get()
@@ -353,8 +379,7 @@ func TestRefreshToken(t *testing.T) {
 		refusal := apicErr(apic.KindRefused, 401)
 		refusal.Grant = apic.GrantRefreshToken
 		h.f.setRefreshErr(always(refusal))
-		h.clock.Set(tok1.RefreshAt)
-		h.m.Poke()
+		at(t, tok1.RefreshAt)
 		tok2 := recv(t, h.tokens, "token after the refused refresh")
 		if tok2.Grant != apic.GrantPassword || tok2 == tok1 {
 			t.Errorf("token after fallback: grant %q", tok2.Grant)
@@ -363,12 +388,15 @@ func TestRefreshToken(t *testing.T) {
 			t.Errorf("OnRefreshRefused(%v), want the refusal", err)
 		}
 		h.wantCounts(2, 1)
-		if st := h.m.Status(); st.Failed != 0 || st.LastError != nil {
+		if st := h.m.Status(); !st.LastFailure.IsZero() || st.LastError != nil {
 			t.Errorf("a fallback that worked counted as a failure: %+v", st)
 		}
+		h.wantRequests(session.Requests{
+			{apic.GrantPassword, session.OutcomeOK}: 2, {apic.GrantRefreshToken, "refused"}: 1,
+		})
 	})
 
-	t.Run("a refused refresh token is not tried again", func(t *testing.T) {
+	runBubble(t, "a refused refresh token is not tried again", func(t *testing.T) {
 		h := newHarness(t, life8h)
 		h.f.refreshLife = 16 * time.Hour
 		tok1 := h.get()
@@ -381,11 +409,9 @@ func TestRefreshToken(t *testing.T) {
 			}
 			return nil
 		})
-		h.clock.Set(tok1.RefreshAt)
-		h.m.Poke()
+		at(t, tok1.RefreshAt)
 		f := recv(t, h.failures, "failed fallback login")
-		h.clock.Set(f.retryAt)
-		h.m.Poke()
+		at(t, f.retryAt)
 		if tok := recv(t, h.tokens, "token after the retry"); tok.Grant != apic.GrantPassword {
 			t.Errorf("grant %q, want password", tok.Grant)
 		}
@@ -401,19 +427,18 @@ func TestRefreshToken(t *testing.T) {
 		{"rate limited does not fall back", apicErr(apic.KindRateLimited, 429)},
 		{"other error does not fall back", errors.New("not an apic error")},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, life8h, func(o *session.Options) { o.Jitter = func() float64 { return 0 } })
+		runBubble(t, tc.name, func(t *testing.T) {
+			h := newHarness(t, life8h)
 			h.f.refreshLife = 16 * time.Hour
 			tok1 := h.get()
 			h.f.setRefreshErr(always(tc.err))
-			h.clock.Set(tok1.RefreshAt)
-			h.m.Poke()
+			at(t, tok1.RefreshAt)
 			fl := recv(t, h.failures, "OnFailure")
 			if !errors.Is(fl.err, tc.err) {
 				t.Errorf("OnFailure(%v), want %v", fl.err, tc.err)
 			}
-			if want := tok1.RefreshAt.Add(500 * time.Millisecond); !fl.retryAt.Equal(want) {
-				t.Errorf("retry at %v, want %v", fl.retryAt, want)
+			if d := fl.retryAt.Sub(tok1.RefreshAt); d < session.DefaultBackoffMin/2 || d > session.DefaultBackoffMin {
+				t.Errorf("retry %v after the failure, want 0.5 to 1 s", d)
 			}
 			h.wantCounts(1, 1)
 			if len(h.refused) != 0 {
@@ -422,19 +447,18 @@ func TestRefreshToken(t *testing.T) {
 			if got := h.get(); got != tok1 {
 				t.Error("Get did not return the held token")
 			}
-			if st := h.m.Status(); !errors.Is(st.LastError, tc.err) || st.Failed != 1 || !st.RetryAt.Equal(fl.retryAt) {
+			if st := h.m.Status(); !errors.Is(st.LastError, tc.err) || st.State != session.StateBackingOff || !st.RetryAt.Equal(fl.retryAt) || st.Cause != session.Cause(tc.err) {
 				t.Errorf("Status = %+v", st)
 			}
 		})
 	}
 
-	t.Run("expired refresh token is not used", func(t *testing.T) {
+	runBubble(t, "expired refresh token is not used", func(t *testing.T) {
 		h := newHarness(t, life8h)
 		h.f.refreshLife = time.Hour // gone by RefreshAt
 		tok1 := h.get()
 		recv(t, h.tokens, "first token")
-		h.clock.Set(tok1.RefreshAt)
-		h.m.Poke()
+		at(t, tok1.RefreshAt)
 		if tok2 := recv(t, h.tokens, "second token"); tok2.Grant != apic.GrantPassword {
 			t.Errorf("grant %q, want password", tok2.Grant)
 		}
@@ -443,10 +467,13 @@ func TestRefreshToken(t *testing.T) {
 }
 
 // step is one failed token request of a retry schedule: the error it
-// gets (made at the fake now) and the pause expected after it.
+// gets (made at the time of the request) and the pause expected after it:
+// wait exactly, or, when jitter is set, from half of wait to wait (the
+// back-off's jitter).
 type step struct {
-	err  func(now time.Time) error
-	wait time.Duration
+	err    func(now time.Time) error
+	wait   time.Duration
+	jitter bool
 }
 
 func fails(kind apic.Kind, status int) func(time.Time) error {
@@ -466,63 +493,61 @@ func TestRetrySchedule(t *testing.T) {
 	server := fails(apic.KindServer, 500)
 	refused := fails(apic.KindRefused, 401)
 	cases := []struct {
-		name   string
-		jitter float64
-		opts   func(*session.Options)
-		steps  []step
+		name  string
+		opts  func(*session.Options)
+		steps []step
 	}{
-		{"backoff without jitter", 0, nil, []step{
-			{server, 500 * time.Millisecond}, {server, time.Second}, {server, 2 * time.Second},
-			{server, 4 * time.Second}, {server, 4 * time.Second}, {server, 4 * time.Second},
+		{"backoff doubles to BackoffMax", nil, []step{
+			{server, time.Second, true}, {server, 2 * time.Second, true}, {server, 4 * time.Second, true},
+			{server, 8 * time.Second, true}, {server, 8 * time.Second, true}, {server, 8 * time.Second, true},
 		}},
-		{"backoff with jitter 0.5", 0.5, nil, []step{
-			{server, 750 * time.Millisecond}, {server, 1500 * time.Millisecond}, {server, 3 * time.Second},
-			{server, 6 * time.Second}, {server, 6 * time.Second},
+		{"backoff of every kind that may heal", nil, []step{
+			{fails(apic.KindUnreachable, 0), time.Second, true}, {fails(apic.KindTimeout, 0), 2 * time.Second, true},
+			{fails(apic.KindTLS, 0), 4 * time.Second, true}, {fails(apic.KindBadResponse, 200), 8 * time.Second, true},
+			{fails(apic.KindRateLimited, 429), 8 * time.Second, true},
+			{func(time.Time) error { return errors.New("plain error") }, 8 * time.Second, true},
 		}},
-		{"backoff with jitter 0.75", 0.75, nil, []step{
-			{server, 875 * time.Millisecond}, {server, 1750 * time.Millisecond},
+		{"Retry-After later than the backoff wins", nil, []step{
+			{rateLimited(40 * time.Second), 40 * time.Second, false}, {server, 2 * time.Second, true},
 		}},
-		{"backoff of every kind that may heal", 0, nil, []step{
-			{fails(apic.KindUnreachable, 0), 500 * time.Millisecond}, {fails(apic.KindTimeout, 0), time.Second},
-			{fails(apic.KindTLS, 0), 2 * time.Second}, {fails(apic.KindBadResponse, 200), 4 * time.Second},
-			{fails(apic.KindRateLimited, 429), 4 * time.Second},
-			{func(time.Time) error { return errors.New("plain error") }, 4 * time.Second},
+		{"Retry-After earlier than the backoff loses", nil, []step{
+			{rateLimited(100 * time.Millisecond), time.Second, true},
+			{rateLimited(-time.Minute), 2 * time.Second, true},
 		}},
-		{"Retry-After later than the backoff wins", 0, nil, []step{
-			{rateLimited(40 * time.Second), 40 * time.Second}, {server, time.Second},
+		{"Retry-After capped at CooldownMax", nil, []step{
+			{rateLimited(time.Hour), 15 * time.Minute, false},
 		}},
-		{"Retry-After earlier than the backoff loses", 0.5, nil, []step{
-			{rateLimited(100 * time.Millisecond), 750 * time.Millisecond},
-			{rateLimited(-time.Minute), 1500 * time.Millisecond},
+		{"Retry-After capped at a set CooldownMax", func(o *session.Options) { o.CooldownMax = 20 * time.Minute }, []step{
+			{rateLimited(time.Hour), 20 * time.Minute, false},
 		}},
-		{"Retry-After capped at CooldownMax", 0, nil, []step{
-			{rateLimited(time.Hour), 15 * time.Minute},
+		{"cool-down after refusals, without jitter", nil, []step{
+			{refused, 30 * time.Second, false}, {refused, time.Minute, false}, {refused, 2 * time.Minute, false},
+			{refused, 4 * time.Minute, false}, {refused, 8 * time.Minute, false}, {refused, 15 * time.Minute, false},
+			{refused, 15 * time.Minute, false},
 		}},
-		{"Retry-After capped at a set CooldownMax", 0, func(o *session.Options) { o.CooldownMax = 20 * time.Minute }, []step{
-			{rateLimited(time.Hour), 20 * time.Minute},
+		{"cool-down with set bounds", func(o *session.Options) { o.CooldownMin, o.CooldownMax = time.Minute, 3*time.Minute }, []step{
+			{refused, time.Minute, false}, {refused, 2 * time.Minute, false}, {refused, 3 * time.Minute, false}, {refused, 3 * time.Minute, false},
 		}},
-		{"cool-down after refusals", 0.5, nil, []step{
-			{refused, 30 * time.Second}, {refused, time.Minute}, {refused, 2 * time.Minute},
-			{refused, 4 * time.Minute}, {refused, 8 * time.Minute}, {refused, 15 * time.Minute},
-			{refused, 15 * time.Minute},
-		}},
-		{"cool-down with set bounds", 0.5, func(o *session.Options) { o.CooldownMin, o.CooldownMax = time.Minute, 3*time.Minute }, []step{
-			{refused, time.Minute}, {refused, 2 * time.Minute}, {refused, 3 * time.Minute}, {refused, 3 * time.Minute},
-		}},
-		{"refusal and failure reset each other", 0, nil, []step{
-			{server, 500 * time.Millisecond}, {server, time.Second}, {refused, 30 * time.Second},
-			{refused, time.Minute}, {server, 500 * time.Millisecond}, {refused, 30 * time.Second},
+		{"refusal and failure reset each other", nil, []step{
+			{server, time.Second, true}, {server, 2 * time.Second, true}, {refused, 30 * time.Second, false},
+			{refused, time.Minute, false}, {server, time.Second, true}, {refused, 30 * time.Second, false},
 		}},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
+		runBubble(t, tc.name, func(t *testing.T) {
 			h := newHarness(t, life8h, func(o *session.Options) {
-				o.BackoffMin, o.BackoffMax = time.Second, 8*time.Second
-				o.Jitter = func() float64 { return tc.jitter }
+				o.BackoffMin, o.BackoffMax = 2*time.Second, 16*time.Second
 				if tc.opts != nil {
 					tc.opts(o)
 				}
 			})
+			// BackoffMin 2 s makes the first back-off 1 to 2 s: the waits
+			// above are the jitter's upper bounds.
+			for i := range tc.steps {
+				if tc.steps[i].jitter {
+					tc.steps[i].wait *= 2
+				}
+			}
 			runSteps(t, h, tc.steps, 0)
 		})
 	}
@@ -533,9 +558,8 @@ func TestRetrySchedule(t *testing.T) {
 // asks again from it. logins is the number of Login calls before.
 func runSteps(t *testing.T, h *harness, steps []step, logins int) {
 	t.Helper()
-	failed := h.m.Status().Failed
 	for i, st := range steps {
-		now := h.clock.Now()
+		now := time.Now()
 		want := st.err(now)
 		h.f.setLoginErr(always(want))
 		u := h.getUnavailable()
@@ -544,51 +568,65 @@ func runSteps(t *testing.T, h *harness, steps []step, logins int) {
 		if !errors.Is(u, want) || !errors.Is(u.Err, want) || u.Error() != want.Error() {
 			t.Fatalf("step %d: error %v, want %v", i, u, want)
 		}
-		if got := u.RetryAt.Sub(now); got != st.wait {
-			t.Fatalf("step %d: retry %v after the failure, want %v", i, got, st.wait)
+		got := u.RetryAt.Sub(now)
+		if lo := st.wait / 2; st.jitter && (got < lo || got > st.wait) || !st.jitter && got != st.wait {
+			t.Fatalf("step %d: retry %v after the failure, want %v (jitter %v)", i, got, st.wait, st.jitter)
 		}
 		if fl := recv(t, h.failures, "OnFailure"); !fl.retryAt.Equal(u.RetryAt) || !errors.Is(fl.err, want) {
 			t.Errorf("step %d: OnFailure(%v, %v)", i, fl.err, fl.retryAt)
 		}
 		// Until RetryAt, Get fails at once with the same error.
-		for _, at := range []time.Time{now, u.RetryAt.Add(-time.Nanosecond)} {
-			h.clock.Set(at)
+		for _, when := range []time.Time{now, u.RetryAt.Add(-time.Nanosecond)} {
+			at(t, when)
 			again := h.getUnavailable()
 			if !again.RetryAt.Equal(u.RetryAt) || !errors.Is(again, want) {
 				t.Fatalf("step %d: during the pause: %v until %v", i, again, again.RetryAt)
 			}
 			h.wantCounts(logins, 0)
 		}
-		if st := h.m.Status(); !st.RetryAt.Equal(u.RetryAt) || !errors.Is(st.LastError, want) || st.Failed != failed+i+1 {
-			t.Errorf("step %d: Status = %+v", i, st)
+		wantState := session.StateBackingOff
+		if session.Refused(want) {
+			wantState = session.StateCoolingDown
 		}
-		h.clock.Set(u.RetryAt)
+		if st := h.m.Status(); !st.RetryAt.Equal(u.RetryAt) || !errors.Is(st.LastError, want) || !st.LastFailure.Equal(now) || st.State != wantState {
+			t.Errorf("step %d: Status = %+v, want state %s", i, st, wantState)
+		}
+		at(t, u.RetryAt)
 	}
 }
 
-func TestBackoffResetBySuccess(t *testing.T) {
-	h := newHarness(t, life8h, func(o *session.Options) { o.Jitter = func() float64 { return 0 } })
+func TestBackoffResetBySuccess(t *testing.T) { synctest.Test(t, testBackoffResetBySuccess) }
+
+func testBackoffResetBySuccess(t *testing.T) {
+	h := newHarness(t, life8h)
 	server := fails(apic.KindServer, 502)
-	runSteps(t, h, []step{{server, 500 * time.Millisecond}, {server, time.Second}, {server, 2 * time.Second}}, 0)
+	runSteps(t, h, []step{{server, time.Second, true}, {server, 2 * time.Second, true}, {server, 4 * time.Second, true}}, 0)
 	h.f.setLoginErr(nil)
 	tok := h.get()
-	if st := h.m.Status(); st.LastError != nil || !st.RetryAt.IsZero() {
+	if st := h.m.Status(); st.LastError != nil || !st.RetryAt.IsZero() || st.State != session.StateValid || st.Cause != "" {
 		t.Errorf("after a success: Status = %+v", st)
 	}
 	h.m.Invalidate(tok)
-	runSteps(t, h, []step{{server, 500 * time.Millisecond}}, 4)
+	runSteps(t, h, []step{{server, time.Second, true}}, 4)
+	h.wantRequests(session.Requests{{apic.GrantPassword, session.OutcomeOK}: 1, {apic.GrantPassword, "server_error"}: 4})
 }
 
+// The default back-off is jittered: from half of BackoffMin to all of it.
 func TestBackoffDefaultJitter(t *testing.T) {
+	seen := make(map[time.Duration]bool)
 	for range 20 {
-		h := newHarness(t, life8h)
-		h.f.setLoginErr(always(apicErr(apic.KindServer, 500)))
-		now := h.clock.Now()
-		u := h.getUnavailable()
-		if d := u.RetryAt.Sub(now); d < session.DefaultBackoffMin/2 || d > session.DefaultBackoffMin {
-			t.Fatalf("first backoff %v, want within [%v, %v]", d, session.DefaultBackoffMin/2, session.DefaultBackoffMin)
-		}
-		h.m.Close()
+		synctest.Test(t, func(t *testing.T) {
+			h := newHarness(t, life8h)
+			h.f.setLoginErr(always(apicErr(apic.KindServer, 500)))
+			d := time.Until(h.getUnavailable().RetryAt)
+			if d < session.DefaultBackoffMin/2 || d > session.DefaultBackoffMin {
+				t.Fatalf("first backoff %v, want within [%v, %v]", d, session.DefaultBackoffMin/2, session.DefaultBackoffMin)
+			}
+			seen[d] = true
+		})
+	}
+	if len(seen) < 2 {
+		t.Errorf("20 back-offs all of %v: no jitter", seen)
 	}
 }
 
@@ -602,27 +640,26 @@ func TestValidTokenKeptWhileRefreshFails(t *testing.T) {
 		{"refused", apicErr(apic.KindRefused, 401)},
 		{"unreachable", apicErr(apic.KindUnreachable, 0)},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
+		runBubble(t, tc.name, func(t *testing.T) {
 			h := newHarness(t, life8h)
 			tok1 := h.get()
 			h.f.setLoginErr(always(tc.err))
-			h.clock.Set(tok1.RefreshAt)
-			h.m.Poke()
+			at(t, tok1.RefreshAt)
 			if fl := recv(t, h.failures, "failed background refresh"); !errors.Is(fl.err, tc.err) {
 				t.Fatalf("OnFailure(%v)", fl.err)
 			}
 			// Every minute until ValidUntil, and just before it.
-			for at := tok1.RefreshAt; at.Before(tok1.ValidUntil); at = at.Add(time.Minute) {
-				h.clock.Set(at)
+			for when := tok1.RefreshAt; when.Before(tok1.ValidUntil); when = when.Add(time.Minute) {
+				at(t, when)
 				if got := h.get(); got != tok1 {
-					t.Fatalf("at %v Get returned %v, want the held token", at, got)
+					t.Fatalf("at %v Get returned %v, want the held token", when, got)
 				}
 			}
-			h.clock.Set(tok1.ValidUntil.Add(-time.Nanosecond))
+			at(t, tok1.ValidUntil.Add(-time.Nanosecond))
 			if got := h.get(); got != tok1 {
 				t.Fatal("Get just before ValidUntil did not return the held token")
 			}
-			h.clock.Set(tok1.ValidUntil)
+			at(t, tok1.ValidUntil)
 			u := h.getUnavailable()
 			if !errors.Is(u, tc.err) {
 				t.Errorf("Get at ValidUntil: %v, want %v", u, tc.err)
@@ -635,7 +672,9 @@ func TestValidTokenKeptWhileRefreshFails(t *testing.T) {
 }
 
 // 10. Invalidate retires exactly the token given.
-func TestInvalidate(t *testing.T) {
+func TestInvalidate(t *testing.T) { synctest.Test(t, testInvalidate) }
+
+func testInvalidate(t *testing.T) {
 	h := newHarness(t, life8h)
 	tok1 := h.get()
 
@@ -665,7 +704,7 @@ func TestInvalidate(t *testing.T) {
 
 // 11. Refresh asks for a new token whatever the state.
 func TestForcedRefresh(t *testing.T) {
-	t.Run("valid token held", func(t *testing.T) {
+	runBubble(t, "valid token held", func(t *testing.T) {
 		h := newHarness(t, life8h)
 		tok1 := h.get()
 		tok2, err := h.m.Refresh(context.Background())
@@ -680,7 +719,7 @@ func TestForcedRefresh(t *testing.T) {
 		}
 		h.wantCounts(2, 0)
 	})
-	t.Run("with a refresh token", func(t *testing.T) {
+	runBubble(t, "with a refresh token", func(t *testing.T) {
 		h := newHarness(t, life8h)
 		h.f.refreshLife = time.Hour
 		h.get()
@@ -697,7 +736,7 @@ func TestForcedRefresh(t *testing.T) {
 		{"during cool-down", apicErr(apic.KindRefused, 401)},
 		{"during back-off", apicErr(apic.KindServer, 500)},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
+		runBubble(t, tc.name, func(t *testing.T) {
 			h := newHarness(t, life8h)
 			h.f.setLoginErr(func(n int) error {
 				if n == 1 {
@@ -706,7 +745,7 @@ func TestForcedRefresh(t *testing.T) {
 				return nil
 			})
 			u := h.getUnavailable()
-			if !u.RetryAt.After(h.clock.Now()) {
+			if !u.RetryAt.After(time.Now()) {
 				t.Fatalf("no pause after %v", tc.err)
 			}
 			h.getUnavailable()
@@ -724,7 +763,7 @@ func TestForcedRefresh(t *testing.T) {
 			}
 		})
 	}
-	t.Run("failing", func(t *testing.T) {
+	runBubble(t, "failing", func(t *testing.T) {
 		h := newHarness(t, life8h)
 		tok1 := h.get()
 		h.f.setLoginErr(always(apicErr(apic.KindServer, 500)))
@@ -749,24 +788,24 @@ func TestClose(t *testing.T) {
 		if tok, err := m.Refresh(context.Background()); !errors.Is(err, session.ErrClosed) || tok != nil {
 			t.Errorf("Refresh after Close = %v, %v; want ErrClosed", tok, err)
 		}
-		m.Poke()  // harmless
-		m.Close() // twice is harmless
-		goleak.VerifyNone(t)
+		if err := m.Close(); err != nil { // twice is harmless
+			t.Errorf("second Close: %v", err)
+		}
 	}
-	t.Run("idle", func(t *testing.T) {
+	runBubble(t, "idle", func(t *testing.T) {
 		h := newHarness(t, life8h)
 		h.m.Close()
 		checkClosed(t, h.m)
 		h.wantCounts(0, 0)
 	})
-	t.Run("token held", func(t *testing.T) {
+	runBubble(t, "token held", func(t *testing.T) {
 		h := newHarness(t, life8h)
 		h.get()
 		h.m.Close()
 		checkClosed(t, h.m)
 		h.wantCounts(1, 0)
 	})
-	t.Run("during a request", func(t *testing.T) {
+	runBubble(t, "during a request", func(t *testing.T) {
 		h := newHarness(t, life8h)
 		h.f.setGate(make(chan struct{})) // never released: Close must end it
 		waiter := h.getAsync(context.Background())
@@ -782,13 +821,12 @@ func TestClose(t *testing.T) {
 		}
 		checkClosed(t, h.m)
 	})
-	t.Run("during a background refresh", func(t *testing.T) {
+	runBubble(t, "during a background refresh", func(t *testing.T) {
 		h := newHarness(t, life8h)
 		tok := h.get()
 		recv(t, h.f.entered, "first call")
 		h.f.setGate(make(chan struct{}))
-		h.clock.Set(tok.RefreshAt)
-		h.m.Poke()
+		at(t, tok.RefreshAt)
 		recv(t, h.f.entered, "background token request")
 		h.m.Close()
 		checkClosed(t, h.m)
@@ -799,8 +837,13 @@ func TestClose(t *testing.T) {
 // returns, and nothing leaks.
 func TestCloseWhileBusy(t *testing.T) {
 	for range 30 {
-		clock := newFakeClock()
-		f := newFakeFetcher(clock, time.Minute)
+		synctest.Test(t, func(t *testing.T) { closeWhileBusy(t) })
+	}
+}
+
+func closeWhileBusy(t *testing.T) {
+	{
+		f := newFakeFetcher(time.Minute)
 		var closed atomic.Bool
 		var late atomic.Int32
 		f.onCall = func() {
@@ -808,7 +851,7 @@ func TestCloseWhileBusy(t *testing.T) {
 				late.Add(1)
 			}
 		}
-		m := session.New(session.Options{Fetcher: f, Now: clock.Now})
+		m := session.New(session.Options{Fetcher: f})
 		var wg sync.WaitGroup
 		for i := range 8 {
 			wg.Go(func() {
@@ -828,7 +871,7 @@ func TestCloseWhileBusy(t *testing.T) {
 				}
 			})
 		}
-		recv(t, f.entered, "a token request")
+		<-f.entered // the callers spin, so the bubble never settles: block instead
 		m.Close()
 		closed.Store(true)
 		done := make(chan struct{})
@@ -840,33 +883,26 @@ func TestCloseWhileBusy(t *testing.T) {
 	}
 }
 
-// 13. Many callers while the clock runs and tokens are renewed: every
-// token handed out is valid when it is handed out.
-func TestConcurrentGetWhileClockMoves(t *testing.T) {
+// 13. Many callers while time runs and tokens are renewed: every token
+// handed out is valid when it is handed out.
+func TestConcurrentGetWhileTimeRuns(t *testing.T) { synctest.Test(t, testConcurrentGetWhileTimeRuns) }
+
+func testConcurrentGetWhileTimeRuns(t *testing.T) {
 	const lifetime = 100 * time.Second // RefreshAt +75 s, ValidUntil +90 s
 	h := newHarness(t, lifetime)
 	h.get()
 	recv(t, h.tokens, "first token")
 
-	// Readers hold rw.RLock around Get and the clock reading, so that
-	// the clock does not move between the two; the clock moves under
-	// rw.Lock.
-	var rw sync.RWMutex
-	done := make(chan struct{})
+	const steps = 300 // seconds
 	var wg sync.WaitGroup
 	var gets atomic.Int64
-	for range 16 {
+	for i := range 16 {
 		wg.Go(func() {
-			for {
-				select {
-				case <-done:
-					return
-				default:
-				}
-				rw.RLock()
+			// Each caller asks at its own offset within every second.
+			time.Sleep(time.Duration(i) * time.Second / 16)
+			for range steps {
 				tok, err := h.m.Get(context.Background())
-				now := h.clock.Now()
-				rw.RUnlock()
+				now := time.Now()
 				gets.Add(1)
 				switch {
 				case err != nil:
@@ -879,38 +915,122 @@ func TestConcurrentGetWhileClockMoves(t *testing.T) {
 					t.Errorf("at %v Get returned a token obtained at %v", now, tok.Obtained)
 					return
 				}
+				_ = h.m.Status()
+				time.Sleep(time.Second)
 			}
 		})
 	}
-	wg.Go(func() {
-		for {
-			select {
-			case <-done:
-				return
-			default:
-			}
-			_ = h.m.Status()
-			_ = h.m.Current()
-			h.m.Poke()
-		}
-	})
-
-	const steps = 300
-	for range steps {
-		rw.Lock()
-		h.clock.Advance(time.Second)
-		rw.Unlock()
-		h.m.Poke()
-		// Hold the clock until the renewal that is due has happened.
-		for cur := h.m.Current(); !h.clock.Now().Before(cur.RefreshAt); cur = h.m.Current() {
-			recv(t, h.tokens, "renewed token")
-		}
-	}
-	close(done)
 	wg.Wait()
-	// Tokens at 0, 75, 150, 225 and 300 s.
-	h.wantCounts(5, 0)
-	if gets.Load() < steps {
-		t.Errorf("only %d Gets", gets.Load())
+	// Tokens at 0, 75, 150, 225 and 300 s (the callers' last second ends
+	// at 300 s or just before).
+	if l, r := h.f.counts(); l < 4 || l > 5 || r != 0 {
+		t.Errorf("%d logins and %d refreshes, want 4 or 5 and 0", l, r)
+	}
+	if n := gets.Load(); n != 16*steps {
+		t.Errorf("%d Gets, want %d", n, 16*steps)
+	}
+	if st := h.m.Status(); st.Waited != 0 {
+		t.Errorf("%d Gets waited for a token, want 0: every renewal came in time", st.Waited)
 	}
 }
+
+// runBubble runs f as subtest name in a synctest bubble of its own.
+func runBubble(t *testing.T, name string, f func(t *testing.T)) {
+	t.Helper()
+	t.Run(name, func(t *testing.T) { synctest.Test(t, f) })
+}
+
+// 14. Close signs the held token out while it is valid, and only then.
+func TestSignOutOnClose(t *testing.T) {
+	errSignOut := errors.New("sign-out refused")
+	for _, tc := range []struct {
+		name     string
+		token    bool          // a token is obtained first
+		after    time.Duration // time passed after it, before Close
+		err      error         // what SignOut returns
+		wantCall bool
+	}{
+		{"no token", false, 0, nil, false},
+		{"valid token", true, time.Hour, nil, true},
+		{"valid token, sign-out fails", true, 0, errSignOut, true},
+		{"past ValidUntil", true, life8h, nil, false},
+	} {
+		runBubble(t, tc.name, func(t *testing.T) {
+			var calls []*session.Token
+			var deadline time.Duration
+			f := newFakeFetcher(life8h)
+			f.setRefreshErr(always(apicErr(apic.KindServer, 500))) // no renewal at RefreshAt
+			f.setLoginErr(func(n int) error {
+				if n > 1 {
+					return apicErr(apic.KindServer, 500)
+				}
+				return nil
+			})
+			m := session.New(session.Options{Fetcher: f, SignOut: func(ctx context.Context, tok *session.Token) error {
+				d, _ := ctx.Deadline()
+				deadline = time.Until(d)
+				calls = append(calls, tok)
+				return tc.err
+			}})
+			var held *session.Token
+			if tc.token {
+				var err error
+				if held, err = m.Get(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			time.Sleep(tc.after)
+			if err := m.Close(); !errors.Is(err, tc.err) {
+				t.Errorf("Close = %v, want %v", err, tc.err)
+			}
+			switch {
+			case !tc.wantCall && len(calls) != 0:
+				t.Errorf("SignOut called %d times, want none", len(calls))
+			case tc.wantCall && (len(calls) != 1 || calls[0] != held):
+				t.Errorf("SignOut calls %v, want one with the held token", calls)
+			case tc.wantCall && deadline != session.SignOutTimeout:
+				t.Errorf("SignOut had %v, want SignOutTimeout", deadline)
+			}
+		})
+	}
+}
+
+// Status's state, cause and counts through a session's life.
+func TestStatus(t *testing.T) { synctest.Test(t, testStatus) }
+
+func testStatus(t *testing.T) {
+	h := newHarness(t, life8h)
+	if st := h.m.Status(); st.State != session.StateNoToken || st.Token != nil || len(st.Requests) != 0 {
+		t.Fatalf("new session: %+v", st)
+	}
+	h.f.setLoginErr(func(n int) error {
+		if n == 1 {
+			return apicErr(apic.KindRefused, 401)
+		}
+		return nil
+	})
+	h.getUnavailable()
+	if st := h.m.Status(); st.State != session.StateCoolingDown || st.Cause != "refused" || !st.RetryAt.Equal(t0.Add(session.DefaultCooldownMin)) {
+		t.Fatalf("after a refusal: %+v", st)
+	}
+	at(t, t0.Add(session.DefaultCooldownMin))
+	tok := h.get()
+	if st := h.m.Status(); st.State != session.StateValid || st.Token != tok || st.LastError != nil || st.Cause != "" {
+		t.Fatalf("after a token: %+v", st)
+	}
+	h.wantRequests(session.Requests{{apic.GrantPassword, "refused"}: 1, {apic.GrantPassword, session.OutcomeOK}: 1})
+	h.m.Invalidate(tok)
+	if st := h.m.Status(); st.State != session.StateNoToken {
+		t.Errorf("after Invalidate: state %s, want no_token", st.State)
+	}
+	_ = h.m.Close()
+	if got := session.Cause(h.getAsyncErr()); got != "closing" {
+		t.Errorf("Cause after Close = %q, want closing", got)
+	}
+	if got := session.Cause(errors.New("plain")); got != "unknown" {
+		t.Errorf("Cause of a plain error = %q, want unknown", got)
+	}
+}
+
+// getAsyncErr is the error of one Get.
+func (h *harness) getAsyncErr() error { return (<-h.getAsync(context.Background())).err }
