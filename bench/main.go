@@ -9,8 +9,9 @@
 // (apt-get install wrk nginx-light) when missing. It builds
 // apic-auth-proxy into a temporary directory and runs, in this process,
 // the upstream (a small HTTP server that counts requests without a bearer
-// token), the API Connect simulator (internal/apicsim) and the storm
-// client. Then it measures:
+// token) and the API Connect simulator (internal/apicsim); the storm and
+// upload clients are subcommands of this program, run in processes of
+// their own. Then it measures:
 //
 //   - A. req/s, p50/p99 latency (wrk --latency, 1 and 32 connections) and
 //     CPU time per request of the upstream directly, nginx with a static
@@ -69,7 +70,10 @@ const (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:])
+	code, ok := subcommand(ctx, os.Args[1:])
+	if !ok {
+		code = run(ctx, os.Args[1:])
+	}
 	stop()
 	os.Exit(code)
 }
@@ -81,6 +85,7 @@ type bench struct {
 	procs procs
 	start time.Time
 
+	self                       string // this program, for its client subcommands
 	proxyBin, wrkBin, nginxBin string
 	clkTck                     int64
 
@@ -154,13 +159,16 @@ func (b *bench) run(ctx context.Context) error {
 		Command:   b.s.commandLine(),
 		Settings:  b.s,
 	}
+	var err error
+	if b.self, err = os.Executable(); err != nil {
+		return err
+	}
 	if err := b.installTools(ctx); err != nil {
 		return err
 	}
 	if _, err := exec.LookPath("go"); err != nil {
 		return errors.New("go is needed to build apic-auth-proxy")
 	}
-	var err error
 	if b.work, err = os.MkdirTemp("", "apic-bench."); err != nil {
 		return err
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -402,7 +401,10 @@ func (b *bench) stormApic(ctx context.Context) (*stormRow, error) {
 	}
 	before := simTokens(b.sim)
 	b.logf("B: %d concurrent requests on a cold apic_auth proxy (state %s)", b.s.Storm, st.State)
-	res := storm(ctx, c.url+"/api/orgs", b.s.Storm, 60*time.Second)
+	res, err := b.runStorm(ctx, c.url+"/api/orgs")
+	if err != nil {
+		return nil, err
+	}
 	row := &stormRow{stormResult: res, Tokens: simTokens(b.sim) - before, StateBefore: st.State}
 	after, err := c.status(ctx)
 	if err != nil {
@@ -424,7 +426,11 @@ func (b *bench) stormStatic(ctx context.Context) (*stormRow, error) {
 	}
 	defer b.procs.stop(c.proc)
 	b.logf("B: %d concurrent requests on a fresh static Caddy", b.s.Storm)
-	return &stormRow{stormResult: storm(ctx, c.url+"/api/orgs", b.s.Storm, 60*time.Second)}, nil
+	res, err := b.runStorm(ctx, c.url+"/api/orgs")
+	if err != nil {
+		return nil, err
+	}
+	return &stormRow{stormResult: res}, nil
 }
 
 // ---------------------------------------------------------------- C
@@ -556,10 +562,10 @@ func (d *phaseDResult) rounds(cfg, body string) []dRound {
 
 // uploader is one configuration of phase D.
 type uploader struct {
-	cfg    configuration
-	pid    int
-	client *http.Client
-	url    string
+	cfg  configuration
+	pid  int
+	url  string
+	unix string // the socket to connect to, if not the URL's host
 	// multipart: the body is a multipart upload to the simulator's
 	// publish endpoint, which answers 201 with its SHA-256.
 	multipart bool
@@ -588,7 +594,7 @@ func (b *bench) phaseD(ctx context.Context) {
 					return
 				}
 				b.logf("D: %d MiB upload through %s (%s, round %d/%d)", b.s.UploadBytes>>20, u.cfg.Key, body, r, b.s.UploadRounds)
-				round, err := b.uploadOnce(ctx, d, u, body, r, mp, sum)
+				round, err := b.uploadOnce(ctx, d, u, body, r, sum)
 				if err != nil {
 					b.miss("D: upload %s %s round %d: %v", u.cfg.Key, body, r, err)
 					continue
@@ -629,8 +635,7 @@ func (b *bench) startD(ctx context.Context) ([]uploader, func(), error) {
 		if err := expect200(ctx, c.url+"/api/orgs"); err != nil {
 			return nil, cleanup, fmt.Errorf("%s: %v", k.cfg.Key, err)
 		}
-		ups = append(ups, uploader{cfg: k.cfg, pid: c.pid(), url: c.url + "/api/upload",
-			client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}})
+		ups = append(ups, uploader{cfg: k.cfg, pid: c.pid(), url: c.url + "/api/upload"})
 	}
 
 	// The quick start, as a user runs it: on a unix socket, secrets in
@@ -662,7 +667,7 @@ func (b *bench) startD(ctx context.Context) ([]uploader, func(), error) {
 	if code, err := get(ctx, client, "http://localhost/api/me"); err != nil || code != http.StatusOK {
 		return nil, cleanup, fmt.Errorf("apic-proxy: GET /api/me: status %d, %v", code, err)
 	}
-	ups = append(ups, uploader{cfg: quick, pid: p.pid(), client: client, multipart: true,
+	ups = append(ups, uploader{cfg: quick, pid: p.pid(), unix: sock, multipart: true,
 		url: "http://localhost/api/catalogs/org1/sandbox/publish"})
 	if err := b.checkLoopback(); err != nil {
 		return nil, cleanup, err
@@ -670,8 +675,9 @@ func (b *bench) startD(ctx context.Context) ([]uploader, func(), error) {
 	return ups, cleanup, nil
 }
 
-// uploadOnce sends one upload through u and measures it.
-func (b *bench) uploadOnce(ctx context.Context, d *phaseDResult, u uploader, body string, round int, mp multipartBody, sum string) (dRound, error) {
+// uploadOnce sends one upload through u, with the upload client, and
+// measures it.
+func (b *bench) uploadOnce(ctx context.Context, d *phaseDResult, u uploader, body string, round int, sum string) (dRound, error) {
 	before, err := statusKB(u.pid, "VmRSS")
 	if err != nil {
 		return dRound{}, err
@@ -681,36 +687,18 @@ func (b *bench) uploadOnce(ctx context.Context, d *phaseDResult, u uploader, bod
 	if err := resetPeakRSS(u.pid); err != nil {
 		d.HWMReset = false
 	}
-	var (
-		rd          io.Reader
-		size        int64
-		contentType = "application/octet-stream"
-	)
+	args := []string{"upload", "-url", u.url, "-bytes", strconv.FormatInt(b.s.UploadBytes, 10)}
+	if u.unix != "" {
+		args = append(args, "-unix", u.unix)
+	}
+	if body == "chunked" {
+		args = append(args, "-chunked")
+	}
 	if u.multipart {
-		rd, size, contentType = mp.reader(), mp.size(), mp.contentType()
-	} else {
-		rd, size = &zeros{n: b.s.UploadBytes}, b.s.UploadBytes
+		args = append(args, "-multipart")
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.url, rd)
-	if err != nil {
-		return dRound{}, err
-	}
-	req.Header.Set("Content-Type", contentType)
-	if body == "length" {
-		req.ContentLength = size
-	} else {
-		req.ContentLength = -1
-		req.TransferEncoding = []string{"chunked"}
-	}
-	t0 := time.Now()
-	resp, err := u.client.Do(req)
-	if err != nil {
-		return dRound{}, err
-	}
-	answer, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	resp.Body.Close()
-	took := time.Since(t0)
-	if err != nil {
+	var res uploadResult
+	if err := b.runClient(ctx, &res, args...); err != nil {
 		return dRound{}, err
 	}
 	peak, err := statusKB(u.pid, "VmHWM")
@@ -721,18 +709,18 @@ func (b *bench) uploadOnce(ctx context.Context, d *phaseDResult, u uploader, bod
 		ReceivedBytes int64  `json:"received_bytes"`
 		SHA256        string `json:"sha256"`
 	}
-	_ = json.Unmarshal(answer, &got)
+	_ = json.Unmarshal(res.Answer, &got)
 	wantStatus := http.StatusOK
 	if u.multipart {
 		wantStatus = http.StatusCreated
 	}
-	if resp.StatusCode != wantStatus || got.ReceivedBytes != size || (u.multipart && got.SHA256 != sum) {
-		return dRound{}, fmt.Errorf("status %d, received %d of %d bytes, SHA-256 ok %v: %s",
-			resp.StatusCode, got.ReceivedBytes, size, !u.multipart || got.SHA256 == sum, bytes.TrimSpace(answer))
+	if res.Status != wantStatus || got.ReceivedBytes != res.Bytes || (u.multipart && got.SHA256 != sum) {
+		return dRound{}, fmt.Errorf("status %d, received %d of %d bytes, SHA-256 ok %v: %.300s",
+			res.Status, got.ReceivedBytes, res.Bytes, !u.multipart || got.SHA256 == sum, res.Answer)
 	}
 	return dRound{
-		Config: u.cfg.Key, Body: body, Round: round, Bytes: size, Seconds: took.Seconds(),
-		MiBps: float64(size) / took.Seconds() / (1 << 20), RSSBeforeMiB: float64(before) / 1024, PeakMiB: float64(peak) / 1024,
+		Config: u.cfg.Key, Body: body, Round: round, Bytes: res.Bytes, Seconds: res.Seconds,
+		MiBps: float64(res.Bytes) / res.Seconds / (1 << 20), RSSBeforeMiB: float64(before) / 1024, PeakMiB: float64(peak) / 1024,
 	}, nil
 }
 

@@ -96,7 +96,7 @@ func writeMarkdown(w io.Writer, r *results) {
 	}
 	p("- Versions: %s", versions)
 	p("- Token: a real simulator token, %d bytes, in every configuration (nginx and static Caddy send it as a fixed header; the upstream-direct run sends it from wrk)", r.TokenBytes)
-	p("- Listeners: every TCP listener opened by the benchmark on 127.0.0.1:0 and kept open; Caddy inherits its own as fd 3 (`bind fd/3`) and reports that it runs on `--pingback`, nginx inherits its own through `NGINX=3;`; admin APIs on unix sockets. The upstream, the simulator and the storm client run in the benchmark's process")
+	p("- Listeners: every TCP listener opened by the benchmark on 127.0.0.1:0 and kept open; Caddy inherits its own as fd 3 (`bind fd/3`) and reports that it runs on `--pingback`, nginx inherits its own through `NGINX=3;`; admin APIs on unix sockets. The upstream and the simulator run in the benchmark's process, the storm and upload clients in processes of their own")
 	if r.A != nil {
 		p("- wrk: %d s per run after a %d s warm-up, threads = min(connections, 2), --timeout 10s; the four configurations interleaved round-robin, %d rounds per connection count; median of the rounds, min–max beside it. nginx: worker_processes %s (%d workers), upstream keepalive 64. Caddy: log level WARN, no access log, admin API on a unix socket",
 			s.Duration, s.Warmup, s.Rounds, s.NginxWorkers, r.A.NginxWorkers)
@@ -275,7 +275,7 @@ func writeC(p printer, r *results) {
 
 func writeD(p printer, r *results) {
 	d, s := r.D, r.Settings
-	p("#### D. %d MiB upload (Go client, body streamed from memory; the upstream discards it, the simulator hashes it)", s.UploadBytes>>20)
+	p("#### D. %d MiB upload (`bench upload`, zeros streamed from memory; the upstream discards them, the simulator hashes them)", s.UploadBytes>>20)
 	p("")
 	p("| configuration | body | MiB/s (median) | MiB/s min–max | seconds (median) | proxy RSS before the first, MiB | proxy peak RSS (VmHWM, max of rounds), MiB | every round, MiB/s (peak MiB) |")
 	p("|---|---|--:|--:|--:|--:|--:|---|")
