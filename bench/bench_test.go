@@ -5,12 +5,15 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -324,4 +327,39 @@ func TestMultipartBody(t *testing.T) {
 	if _, err := mr.NextPart(); err != io.EOF {
 		t.Errorf("after the part: %v, want EOF", err)
 	}
+}
+
+// TestInheritableNonBlocking checks the listener as a child sees it: its
+// fd 3 must be non-blocking (O_NONBLOCK, 04000 in fdinfo's octal flags).
+func TestInheritableNonBlocking(t *testing.T) {
+	ln, err := listenTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	f, err := inheritable(ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command("sh", "-c", "cat /proc/self/fdinfo/3")
+	cmd.ExtraFiles = []*os.File{f}
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^flags:\s+([0-7]+)$`).FindStringSubmatch(string(out))
+	if m == nil {
+		t.Fatalf("no flags in %q", out)
+	}
+	flags, _ := strconv.ParseUint(m[1], 8, 64)
+	if flags&syscall.O_NONBLOCK == 0 {
+		t.Errorf("the child's fd 3 is blocking: flags %s", m[1])
+	}
+	// The child's copy is the listener itself.
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
 }

@@ -313,7 +313,7 @@ http {
 	if out, err := exec.CommandContext(ctx, b.nginxBin, append([]string{"-t"}, base...)...).CombinedOutput(); err != nil {
 		return nil, "", fmt.Errorf("nginx -t: %v: %s", err, tail(out, 5))
 	}
-	f, err := ln.File()
+	f, err := inheritable(ln)
 	if err != nil {
 		return nil, "", err
 	}

@@ -143,6 +143,32 @@ func listenTCP() (*net.TCPListener, error) {
 	return ln.(*net.TCPListener), nil
 }
 
+// inheritable returns a copy of ln's socket for a child process, in
+// non-blocking mode. (*net.TCPListener).File's copy reaches a child in
+// blocking mode (os/exec takes its Fd); Go servers set the mode again
+// themselves, but nginx expects an inherited listener to be non-blocking
+// already, as its own master leaves it, and a worker would otherwise
+// block in accept.
+func inheritable(ln *net.TCPListener) (*os.File, error) {
+	f, err := ln.File()
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fd, err := syscall.Dup(int(f.Fd()))
+	if err != nil {
+		return nil, fmt.Errorf("dup: %v", err)
+	}
+	syscall.CloseOnExec(fd)
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		syscall.Close(fd)
+		return nil, fmt.Errorf("set non-blocking: %v", err)
+	}
+	// A descriptor that is already non-blocking stays so: os.File only
+	// sets back the mode that it changed itself.
+	return os.NewFile(uintptr(fd), f.Name()), nil
+}
+
 // caddy is a running apic-auth-proxy with a Caddyfile.
 type caddy struct {
 	*proc
@@ -211,7 +237,7 @@ func (b *bench) startCaddy(ctx context.Context, name string, k caddyKind, ln *ne
 	if err := os.WriteFile(conf, []byte(b.caddyfile(k, addr, admin, simURL)), 0o600); err != nil {
 		return nil, err
 	}
-	f, err := ln.File()
+	f, err := inheritable(ln)
 	if err != nil {
 		return nil, err
 	}
