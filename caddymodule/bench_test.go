@@ -30,7 +30,7 @@ func benchHandler(b *testing.B) *Handler {
 	srv := httptest.NewServer(sim)
 	b.Cleanup(srv.Close)
 	h := simHandler(srv.URL)
-	if err := provisionB(b, h); err != nil {
+	if err := provision(b, h); err != nil {
 		b.Fatal(err)
 	}
 	// Production logs at INFO: a debug logger would measure the logging.

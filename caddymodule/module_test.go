@@ -27,8 +27,6 @@ func provision(t testing.TB, h *Handler) error {
 	return h.Provision(ctx)
 }
 
-func provisionB(b *testing.B, h *Handler) error { return provision(b, h) }
-
 // contextApp is a test app that hands out the context of the config it is
 // loaded in: a handler provisioned with it finds the config's apps.
 type contextApp struct{}
@@ -45,10 +43,11 @@ func (*contextApp) Stop() error                       { return nil }
 func init() { caddy.RegisterModule(contextApp{}) }
 
 // testContext runs a config with nothing but contextApp and returns its
-// context; Caddy stops at the end of the test.
+// context; Caddy stops at the end of the test. Caddy's own warnings (the
+// admin endpoint is off) stay out of the test and benchmark output.
 func testContext(t testing.TB) caddy.Context {
 	t.Helper()
-	if err := caddy.Load([]byte(`{"admin":{"disabled":true,"config":{"persist":false}},"apps":{"apic_auth_test_context":{}}}`), true); err != nil {
+	if err := caddy.Load([]byte(`{"admin":{"disabled":true,"config":{"persist":false}},"logging":{"logs":{"default":{"level":"ERROR"}}},"apps":{"apic_auth_test_context":{}}}`), true); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = caddy.Stop() })
