@@ -11,11 +11,15 @@
 //   - caddymodule: the apic_auth handler, its Caddyfile directive, the
 //     admin endpoint (/apic_auth/status, /apic_auth/refresh), the metrics,
 //     and the apic-proxy quick start. It carries no simulator and no
-//     toolkit command.
+//     toolkit command. caddymodule/e2e holds the end-to-end tests, which
+//     run the built binary and see it only through HTTP, the admin API,
+//     /metrics and the log.
 //   - toolkitcmd: registers the apic-token, apic-register and apic-realms
 //     commands; internal/toolkit holds their logic.
 //   - internal/session: one token's life cycle: single flight, refresh
-//     before expiry, back-off and cool-down.
+//     before expiry, back-off, cool-down and sign-out on close, and its
+//     status (state, cause, token requests by grant and outcome), which
+//     the admin endpoint and the metrics only format.
 //   - internal/apic: the platform API client: one HTTP client
 //     constructor, one request path, one error type, the token response
 //     and JWT claims, the credentials check, secret scrubbing.
@@ -23,10 +27,12 @@
 //     header), where requests may go (paths), and the 401 re-login limit.
 //   - internal/replay: the kept request body and the held 401 of a replay.
 //   - internal/apicsim: the platform API simulator, for tests, benchmarks
-//     and the demo; cmd/apicsim runs it alone.
+//     and the demo; cmd/apicsim runs it alone. internal/testclock is the
+//     settable clock of its tests and of the platform API client's.
 //   - cmd/apic-auth-proxy: the binary (Caddy with all of the above, and
 //     apic-proxy --demo, which starts the simulator).
-//   - bench: the benchmarks behind BENCHMARKS.md; not part of the binary.
+//   - bench: the benchmarks behind BENCHMARKS.md, one program run with
+//     go run ./bench; not part of the binary.
 package apicauthproxy
 
 import (

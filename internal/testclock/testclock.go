@@ -1,6 +1,6 @@
 // Package testclock is a settable clock for tests, safe for concurrent
-// use: the simulator and the proxy can share one, and it moves only when a
-// test moves it.
+// use: the simulator and a client under test can share one, and it moves
+// only when a test moves it.
 package testclock
 
 import (
