@@ -77,13 +77,9 @@ says where the token went.
 			fs.Bool("apic-config", false, "write the token into the apic toolkit's token file ($HOME/.apiconnect/token) instead of printing it")
 			fs.String("apic-config-file", "", "the toolkit token file to write (implies --apic-config)")
 			cmd.Args = cobra.NoArgs
-			cmd.RunE = choreRunE(func(ctx context.Context, fl caddycmd.Flags, _ []string, in *secretInput, stdout, stderr io.Writer) error {
-				o, err := tokenOptionsFromFlags(fl, in)
-				if err != nil {
-					return err
-				}
-				return runAPICToken(ctx, o, stdout, stderr)
-			})
+			cmd.RunE = choreRunE(func(fl caddycmd.Flags, _ []string, in *secretInput) (tokenOptions, error) {
+				return tokenOptionsFromFlags(fl, in)
+			}, runAPICToken)
 		},
 	}, {
 		Name:  "apic-register",
@@ -123,13 +119,9 @@ password when both are read from there).
 			fs.String("test-realm", defaultProviderRealm, "realm of --test-username")
 			fs.String("test-password-file", "", "file holding the password of --test-username (else $APIC_TEST_PASSWORD, else standard input)")
 			cmd.Args = cobra.ExactArgs(1)
-			cmd.RunE = choreRunE(func(ctx context.Context, fl caddycmd.Flags, args []string, in *secretInput, stdout, stderr io.Writer) error {
-				o, err := registerOptionsFromFlags(fl, args[0], in)
-				if err != nil {
-					return err
-				}
-				return runAPICRegister(ctx, o, stdout, stderr)
-			})
+			cmd.RunE = choreRunE(func(fl caddycmd.Flags, args []string, in *secretInput) (registerOptions, error) {
+				return registerOptionsFromFlags(fl, args[0], in)
+			}, runAPICRegister)
 		},
 	}, {
 		Name:  "apic-realms",
@@ -155,13 +147,10 @@ server from the toolkit's credentials.json.
 			addChoreFlags(cmd)
 			cmd.Flags().Bool("json", false, "print the lists as the server sent them")
 			cmd.Args = cobra.NoArgs
-			cmd.RunE = choreRunE(func(ctx context.Context, fl caddycmd.Flags, _ []string, _ *secretInput, stdout, stderr io.Writer) error {
+			cmd.RunE = choreRunE(func(fl caddycmd.Flags, _ []string, _ *secretInput) (realmsOptions, error) {
 				so, _, err := serverFromFlags(fl)
-				if err != nil {
-					return err
-				}
-				return runAPICRealms(ctx, realmsOptions{serverOptions: so, JSON: fl.Bool("json")}, stdout, stderr)
-			})
+				return realmsOptions{serverOptions: so, JSON: fl.Bool("json")}, err
+			}, runAPICRealms)
 		},
 	}}
 }
@@ -175,17 +164,22 @@ func addChoreFlags(cmd *cobra.Command) {
 	fs.Duration("timeout", defaultCallTimeout, "bound of each call to API Connect")
 }
 
-// choreFunc is a chore's cobra glue: it reads its options and runs.
-type choreFunc func(ctx context.Context, fl caddycmd.Flags, args []string, in *secretInput, stdout, stderr io.Writer) error
-
-// choreRunE adapts a chore to cobra: standard input, output and error are
-// the command's, and a failure comes out as "Error: ..." on standard error
-// (cobra prints it) with exit status 1.
-func choreRunE(f choreFunc) func(*cobra.Command, []string) error {
+// choreRunE adapts a chore to cobra: parse reads its options from the
+// flags, the arguments and the secrets' input, and run runs it. Standard
+// input, output and error are the command's, and a failure comes out as
+// "Error: ..." on standard error (cobra prints it) with exit status 1.
+func choreRunE[O any](
+	parse func(fl caddycmd.Flags, args []string, in *secretInput) (O, error),
+	run func(ctx context.Context, o O, stdout, stderr io.Writer) error,
+) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
 		cmd.SilenceUsage = true
 		in := &secretInput{in: cmd.InOrStdin(), prompt: cmd.ErrOrStderr()}
-		return f(cmd.Context(), caddycmd.Flags{FlagSet: cmd.Flags()}, args, in, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		o, err := parse(caddycmd.Flags{FlagSet: cmd.Flags()}, args, in)
+		if err != nil {
+			return err
+		}
+		return run(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
 	}
 }
 
