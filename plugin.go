@@ -27,8 +27,9 @@
 //     header), where requests may go (paths), and the 401 re-login limit.
 //   - internal/replay: the kept request body and the held 401 of a replay.
 //   - internal/apicsim: the platform API simulator, for tests, benchmarks
-//     and the demo; cmd/apicsim runs it alone. internal/testclock is the
-//     settable clock of its tests and of the platform API client's.
+//     and the demo; cmd/apicsim runs it alone and internal/apicsim/simtest
+//     starts it in tests. internal/testclock is the settable clock of its
+//     tests and of the platform API client's.
 //   - cmd/apic-auth-proxy: the binary (Caddy with all of the above, and
 //     apic-proxy --demo, which starts the simulator).
 //   - bench: the benchmarks behind BENCHMARKS.md, one program run with

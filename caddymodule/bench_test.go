@@ -9,7 +9,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
-	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim/simtest"
 )
 
 // nopWriter is a ResponseWriter that keeps nothing, so that benchmarks
@@ -23,12 +23,7 @@ func (w *nopWriter) WriteHeader(int)             {}
 // benchHandler is a provisioned handler holding a token.
 func benchHandler(b *testing.B) *Handler {
 	b.Helper()
-	sim, err := apicsim.New(apicsim.DefaultConfig())
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := httptest.NewServer(sim)
-	b.Cleanup(srv.Close)
+	_, srv := simtest.Start(b)
 	h := simHandler(srv.URL)
 	if err := provision(b, h); err != nil {
 		b.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim/simtest"
 )
 
 func TestListenAddress(t *testing.T) {
@@ -59,10 +60,7 @@ func TestQuickStartConfigErrors(t *testing.T) {
 // header, the prefix, and that the config holds no secret.
 func TestQuickStartProxiesWithPrefixAndHost(t *testing.T) {
 	const prefix = "/integration/apis/ns/inst"
-	sim, err := apicsim.New(apicsim.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	sim := simtest.New(t)
 	var mu sync.Mutex
 	var hosts []string
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -78,7 +76,7 @@ func TestQuickStartProxiesWithPrefixAndHost(t *testing.T) {
 	}))
 	defer upstream.Close()
 
-	e := newTestEnv(t, apicsim.DefaultConfig())
+	e := newTestEnv(t)
 	t.Setenv("TEST_QS_PASSWORD", apicsim.DefaultProviderPassword)
 	t.Setenv("TEST_QS_SECRET", apicsim.DefaultClientSecret)
 	opts := proxyOptions{

@@ -16,6 +16,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim/simtest"
 )
 
 // testEnv is a simulator on a loopback port and a client of a unix socket
@@ -29,14 +30,10 @@ type testEnv struct {
 	client *http.Client
 }
 
-func newTestEnv(t *testing.T, cfg apicsim.Config) *testEnv {
+func newTestEnv(t *testing.T, changes ...func(*apicsim.Config)) *testEnv {
 	t.Helper()
-	sim, err := apicsim.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &testEnv{t: t, sim: sim, simSrv: httptest.NewServer(sim)}
-	t.Cleanup(e.simSrv.Close)
+	sim, simSrv := simtest.Start(t, changes...)
+	e := &testEnv{t: t, sim: sim, simSrv: simSrv}
 	// Unix socket paths are short-limited: keep them out of t.TempDir.
 	dir, err := os.MkdirTemp("", "aap")
 	if err != nil {

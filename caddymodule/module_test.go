@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -18,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim/simtest"
 )
 
 func provision(t testing.TB, h *Handler) error {
@@ -110,12 +110,7 @@ func TestProvisionErrors(t *testing.T) {
 }
 
 func TestProvisionResolvesPlaceholders(t *testing.T) {
-	sim, err := apicsim.New(apicsim.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
+	_, srv := simtest.Start(t)
 	dir := t.TempDir()
 	secretFile := filepath.Join(dir, "secret")
 	if err := os.WriteFile(secretFile, []byte(apicsim.DefaultClientSecret+"\n"), 0o600); err != nil {
@@ -136,7 +131,7 @@ func TestProvisionResolvesPlaceholders(t *testing.T) {
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest("GET", "http://localhost/api/me", nil)
 	var got string
-	err = h.ServeHTTP(rec, req, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+	err := h.ServeHTTP(rec, req, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		got = r.Header.Get("Authorization")
 		return nil
 	}))
@@ -146,12 +141,7 @@ func TestProvisionResolvesPlaceholders(t *testing.T) {
 }
 
 func TestServeHTTPSetsPrebuiltHeader(t *testing.T) {
-	sim, err := apicsim.New(apicsim.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
+	sim, srv := simtest.Start(t)
 	h := simHandler(srv.URL)
 	if err := provision(t, h); err != nil {
 		t.Fatal(err)
@@ -188,13 +178,8 @@ func TestServeHTTPSetsPrebuiltHeader(t *testing.T) {
 }
 
 func TestServeHTTPClientGoneIsNot502(t *testing.T) {
-	sim, err := apicsim.New(apicsim.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	sim, srv := simtest.Start(t)
 	sim.FailTokenRequests(1, apicsim.Fault{Hang: 5 * time.Second})
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
 	h := simHandler(srv.URL)
 	if err := provision(t, h); err != nil {
 		t.Fatal(err)
@@ -203,7 +188,7 @@ func TestServeHTTPClientGoneIsNot502(t *testing.T) {
 	defer cancel()
 	req := httptest.NewRequest("GET", "http://localhost/api/me", nil).WithContext(ctx)
 	rec := httptest.NewRecorder()
-	err = h.ServeHTTP(rec, req, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
+	err := h.ServeHTTP(rec, req, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
 		t.Error("next called without a token")
 		return nil
 	}))
@@ -230,35 +215,18 @@ func TestFailureMessages(t *testing.T) {
 	closedURL := "http://" + closed.Addr().String()
 	closed.Close()
 
-	hang, err := apicsim.New(apicsim.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	hang, hangSrv := simtest.Start(t)
 	hang.FailTokenRequests(-1, apicsim.Fault{Hang: 10 * time.Second})
-	hangSrv := httptest.NewServer(hang)
-	defer hangSrv.Close()
 
-	good, err := apicsim.New(apicsim.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	goodSrv := httptest.NewServer(good)
-	defer goodSrv.Close()
+	good, goodSrv := simtest.Start(t)
 	tlsSrv := httptest.NewTLSServer(good) // certificate of an unknown authority
 	defer tlsSrv.Close()
 
-	other, err := apicsim.NewCertificates("apim.example.com")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, mismatch, other := simtest.StartTLS(t, []string{"apim.example.com"})
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(caFile, other.CAPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	mismatch := httptest.NewUnstartedServer(good)
-	mismatch.TLS = &tls.Config{Certificates: []tls.Certificate{other.Server}}
-	mismatch.StartTLS()
-	defer mismatch.Close()
 
 	for _, tc := range []struct {
 		name  string

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim/simtest"
 )
 
 const (
@@ -153,14 +154,7 @@ func newEnv(t *testing.T, opts ...option) *env {
 	for _, o := range opts {
 		o(&s)
 	}
-	cfg := apicsim.DefaultConfig()
-	for _, f := range s.sim {
-		f(&cfg)
-	}
-	sim, err := apicsim.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sim := simtest.New(t, s.sim...)
 	// Unix socket paths are short-limited: keep them out of t.TempDir.
 	dir, err := os.MkdirTemp("", "aap")
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apic"
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim/simtest"
 )
 
 // lastRequest returns the one token request the simulator saw.
@@ -318,15 +319,8 @@ func TestErrorClassification(t *testing.T) {
 		{
 			name: "untrusted certificate",
 			setup: func(t *testing.T) (*apic.Client, context.Context) {
-				sim, err := apicsim.New(apicsim.DefaultConfig())
-				if err != nil {
-					t.Fatal(err)
-				}
-				ts := httptest.NewUnstartedServer(sim)
-				ts.Config.ErrorLog = quietLog // the handshake failure is the point
-				ts.StartTLS()
-				t.Cleanup(ts.Close)
-				// The system roots, which do not hold httptest's authority.
+				_, ts, _ := simtest.StartTLS(t, []string{"127.0.0.1"})
+				// The system roots, which do not hold the simulator's authority.
 				return &apic.Client{Server: ts.URL, Credentials: developer(), HTTP: newHTTPClient(t, nil)}, testCtx(t)
 			},
 			kind: apic.KindTLS, cause: "failed TLS verification: ", check: errIs[x509.UnknownAuthorityError],
@@ -422,22 +416,8 @@ func newHTTPClient(t *testing.T, roots *x509.CertPool) *http.Client {
 // for hosts, and returns a client that trusts the certificate's authority.
 func tlsSimClient(t *testing.T, hosts ...string) *apic.Client {
 	t.Helper()
-	certs, err := apicsim.NewCertificates(hosts...)
-	if err != nil {
-		t.Fatal(err)
-	}
 	clock := newFakeClock()
-	cfg := apicsim.DefaultConfig()
-	cfg.Now = clock.Now
-	sim, err := apicsim.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewUnstartedServer(sim)
-	ts.Config.ErrorLog = quietLog
-	ts.TLS = &tls.Config{Certificates: []tls.Certificate{certs.Server}}
-	ts.StartTLS()
-	t.Cleanup(ts.Close)
+	_, ts, certs := simtest.StartTLS(t, hosts, func(c *apicsim.Config) { c.Now = clock.Now })
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(certs.CAPEM) {
 		t.Fatal("bad CA PEM")

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -37,10 +38,14 @@ type simEnv struct {
 	clock *fakeClock
 }
 
+// startSim serves a simulator on a new fake clock, with DefaultConfig
+// changed by changes (after the clock is set).
 func startSim(t *testing.T, changes ...func(*apicsim.Config)) *simEnv {
 	t.Helper()
-	e := simtest.Start(t, newFakeClock(), changes...)
-	return &simEnv{sim: e.Sim, ts: e.TS, clock: e.Clock}
+	clock := newFakeClock()
+	setClock := func(c *apicsim.Config) { c.Now = clock.Now }
+	sim, ts := simtest.Start(t, slices.Concat([]func(*apicsim.Config){setClock}, changes)...)
+	return &simEnv{sim: sim, ts: ts, clock: clock}
 }
 
 // client returns a Client of the simulator with the given credentials.
@@ -132,15 +137,10 @@ func tokenBody(t testing.TB, fields map[string]any) []byte {
 // for a token and returns the raw response body.
 func simTokenBody(t testing.TB, refreshTokens bool) []byte {
 	t.Helper()
-	cfg := apicsim.DefaultConfig()
-	cfg.Now = func() time.Time { return t0 }
-	cfg.RefreshTokens = refreshTokens
-	sim, err := apicsim.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(sim)
-	defer ts.Close()
+	_, ts := simtest.Start(t, func(c *apicsim.Config) {
+		c.Now = func() time.Time { return t0 }
+		c.RefreshTokens = refreshTokens
+	})
 	body := `{"grant_type":"password","username":"developer","password":"Passw0rd!",` +
 		`"realm":"provider/default-idp-2","client_id":"clientID","client_secret":"clientPassword"}`
 	resp, err := ts.Client().Post(ts.URL+"/api/token", "application/json", strings.NewReader(body))

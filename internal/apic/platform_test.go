@@ -1,7 +1,6 @@
 package apic_test
 
 import (
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apic"
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim/simtest"
 )
 
 // registrationYAML is the blog-style document of `apic registrations:create`.
@@ -343,19 +343,7 @@ func TestParseRegistrationDocument(t *testing.T) {
 }
 
 func TestNewHTTPClient(t *testing.T) {
-	certs, err := apicsim.NewCertificates("127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sim, err := apicsim.New(apicsim.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewUnstartedServer(sim)
-	ts.Config.ErrorLog = quietLog
-	ts.TLS = &tls.Config{Certificates: []tls.Certificate{certs.Server}}
-	ts.StartTLS()
-	defer ts.Close()
+	_, ts, certs := simtest.StartTLS(t, []string{"127.0.0.1"})
 	dir := t.TempDir()
 	caFile := writeFile(t, dir, "ca.pem", string(certs.CAPEM))
 

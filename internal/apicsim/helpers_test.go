@@ -36,11 +36,14 @@ type simEnv struct {
 }
 
 // start runs a simulator with DefaultConfig, a fake clock, and the given
-// changes to the config. The server is closed when the test ends.
+// changes to the config (after the clock is set). The server is closed
+// when the test ends.
 func start(t *testing.T, changes ...func(*apicsim.Config)) *simEnv {
 	t.Helper()
-	e := simtest.Start(t, newFakeClock(), changes...)
-	return &simEnv{Server: e.Sim, URL: e.TS.URL, Clock: e.Clock, TS: e.TS}
+	clock := newFakeClock()
+	setClock := func(c *apicsim.Config) { c.Now = clock.Now }
+	sim, ts := simtest.Start(t, slices.Concat([]func(*apicsim.Config){setClock}, changes)...)
+	return &simEnv{Server: sim, URL: ts.URL, Clock: clock, TS: ts}
 }
 
 // response is a fully read HTTP response.

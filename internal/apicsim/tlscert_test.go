@@ -4,30 +4,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"io"
-	"log"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 
-	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim/simtest"
 )
-
-// startTLS serves a default simulator over TLS with the certificates.
-func startTLS(t *testing.T, certs *apicsim.Certificates) *httptest.Server {
-	t.Helper()
-	sim, err := apicsim.New(apicsim.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewUnstartedServer(sim)
-	// Handshakes that the client refuses on purpose are not news.
-	ts.Config.ErrorLog = log.New(io.Discard, "", 0)
-	ts.TLS = &tls.Config{Certificates: []tls.Certificate{certs.Server}, MinVersion: tls.VersionTLS12}
-	ts.StartTLS()
-	t.Cleanup(ts.Close)
-	return ts
-}
 
 // clientTrusting returns a client whose only root is the PEM certificate
 // (none when caPEM is nil).
@@ -43,11 +24,7 @@ func clientTrusting(t *testing.T, caPEM []byte) *http.Client {
 }
 
 func TestCertificatesVerify(t *testing.T) {
-	certs, err := apicsim.NewCertificates("127.0.0.1", "localhost")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := startTLS(t, certs)
+	_, ts, certs := simtest.StartTLS(t, []string{"127.0.0.1", "localhost"})
 
 	t.Run("client trusting the CA", func(t *testing.T) {
 		c := clientTrusting(t, certs.CAPEM)
@@ -80,12 +57,8 @@ func TestCertificatesVerify(t *testing.T) {
 }
 
 func TestCertificatesForOtherHostFailHostnameCheck(t *testing.T) {
-	certs, err := apicsim.NewCertificates("otherhost")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := startTLS(t, certs)
-	_, err = trySend(clientTrusting(t, certs.CAPEM), http.MethodGet, ts.URL+"/api/cloud/admin/identity-providers", nil)
+	_, ts, certs := simtest.StartTLS(t, []string{"otherhost"})
+	_, err := trySend(clientTrusting(t, certs.CAPEM), http.MethodGet, ts.URL+"/api/cloud/admin/identity-providers", nil)
 	var he x509.HostnameError
 	if !errors.As(err, &he) {
 		t.Fatalf("error %v, want a hostname mismatch", err)

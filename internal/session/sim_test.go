@@ -13,6 +13,7 @@ import (
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apic"
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim/simtest"
 	"github.com/apic-tools/apic-auth-proxy/internal/session"
 )
 
@@ -24,17 +25,10 @@ type simEnv struct {
 }
 
 // startSim makes a simulator with DefaultConfig changed by changes. Call it
-// inside the bubble.
+// inside the bubble: it listens on no port.
 func startSim(t *testing.T, changes ...func(*apicsim.Config)) *simEnv {
 	t.Helper()
-	cfg := apicsim.DefaultConfig()
-	for _, c := range changes {
-		c(&cfg)
-	}
-	sim, err := apicsim.New(cfg)
-	if err != nil {
-		t.Fatalf("apicsim.New: %v", err)
-	}
+	sim := simtest.New(t, changes...)
 	return &simEnv{sim: sim, http: &http.Client{Transport: handlerTransport{sim}}}
 }
 

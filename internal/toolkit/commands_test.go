@@ -3,11 +3,9 @@ package toolkit
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -24,28 +22,12 @@ import (
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apic"
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim/simtest"
 )
 
 // choreSecrets are the secrets no chore may print.
 var choreSecrets = []string{
 	apicsim.DefaultAdminPassword, apicsim.DefaultProviderPassword, apicsim.DefaultClientSecret, "a-long-random-secret",
-}
-
-// startChoreSim serves a simulator with the default users on a loopback
-// port.
-func startChoreSim(t *testing.T, changes ...func(*apicsim.Config)) (*apicsim.Server, *httptest.Server) {
-	t.Helper()
-	cfg := apicsim.DefaultConfig()
-	for _, c := range changes {
-		c(&cfg)
-	}
-	sim, err := apicsim.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(sim)
-	t.Cleanup(ts.Close)
-	return sim, ts
 }
 
 // clearAPICEnv empties every APIC_* variable, so that the environment
@@ -140,7 +122,7 @@ func writeTestFile(t *testing.T, dir, name, content string, mode os.FileMode) st
 }
 
 func TestAPICTokenPrintsJWT(t *testing.T) {
-	sim, ts := startChoreSim(t)
+	sim, ts := simtest.Start(t)
 	developerEnv(t, ts.URL)
 	t.Setenv("APIC_PASSWORD", "")
 	// The password comes from standard input.
@@ -159,7 +141,7 @@ func TestAPICTokenPrintsJWT(t *testing.T) {
 }
 
 func TestAPICTokenJSON(t *testing.T) {
-	_, ts := startChoreSim(t, func(c *apicsim.Config) { c.RefreshTokens = true })
+	_, ts := simtest.Start(t, func(c *apicsim.Config) { c.RefreshTokens = true })
 	developerEnv(t, ts.URL)
 	out, errOut, err := runChore(t, "", "apic-token", "--json")
 	if err != nil {
@@ -187,7 +169,7 @@ func TestAPICTokenJSON(t *testing.T) {
 	}
 
 	// Without refresh tokens, no refresh_token field.
-	_, ts = startChoreSim(t)
+	_, ts = simtest.Start(t)
 	t.Setenv("APIC_SERVER", ts.URL)
 	out, _, err = runChore(t, "", "apic-token", "--json")
 	if err != nil || strings.Contains(out, "refresh_token") {
@@ -196,7 +178,7 @@ func TestAPICTokenJSON(t *testing.T) {
 }
 
 func TestAPICTokenCheck(t *testing.T) {
-	_, ts := startChoreSim(t)
+	_, ts := simtest.Start(t)
 	developerEnv(t, ts.URL)
 	out, errOut, err := runChore(t, "", "apic-token", "--check")
 	if err != nil {
@@ -215,7 +197,7 @@ func TestAPICTokenCheck(t *testing.T) {
 }
 
 func TestAPICTokenCheckWrongPassword(t *testing.T) {
-	_, ts := startChoreSim(t)
+	_, ts := simtest.Start(t)
 	developerEnv(t, ts.URL)
 	t.Setenv("APIC_PASSWORD", "not-the-pa55word")
 	out, errOut, err := runChore(t, "", "apic-token", "--check")
@@ -236,7 +218,7 @@ func TestAPICTokenCheckWrongPassword(t *testing.T) {
 }
 
 func TestAPICTokenAPICConfig(t *testing.T) {
-	_, ts := startChoreSim(t)
+	_, ts := simtest.Start(t)
 	developerEnv(t, ts.URL)
 	home := t.TempDir()
 	t.Setenv("HOME", home)
@@ -308,7 +290,7 @@ func readTokenFile(t *testing.T, path string) map[string]map[string]string {
 }
 
 func TestAPICTokenCredentialsFile(t *testing.T) {
-	_, ts := startChoreSim(t)
+	_, ts := simtest.Start(t)
 	clearAPICEnv(t)
 	dir := t.TempDir()
 	creds := writeTestFile(t, dir, "credentials.json", fmt.Sprintf(
@@ -347,7 +329,7 @@ func TestAPICTokenCredentialsFile(t *testing.T) {
 }
 
 func TestAPICTokenOptionErrors(t *testing.T) {
-	_, ts := startChoreSim(t)
+	_, ts := simtest.Start(t)
 	dir := t.TempDir()
 	empty := writeTestFile(t, dir, "empty", "\n", 0o600)
 	for _, tc := range []struct {
@@ -392,19 +374,7 @@ func TestAPICTokenOptionErrors(t *testing.T) {
 }
 
 func TestAPICTokenCACert(t *testing.T) {
-	certs, err := apicsim.NewCertificates("127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sim, err := apicsim.New(apicsim.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewUnstartedServer(sim)
-	ts.Config.ErrorLog = log.New(io.Discard, "", 0)
-	ts.TLS = &tls.Config{Certificates: []tls.Certificate{certs.Server}}
-	ts.StartTLS()
-	t.Cleanup(ts.Close)
+	_, ts, certs := simtest.StartTLS(t, []string{"127.0.0.1"})
 	developerEnv(t, ts.URL)
 	ca := writeTestFile(t, t.TempDir(), "ca.pem", string(certs.CAPEM), 0o600)
 
@@ -425,7 +395,7 @@ func TestAPICTokenCACert(t *testing.T) {
 }
 
 func TestAPICTokenAPIKey(t *testing.T) {
-	_, ts := startChoreSim(t)
+	_, ts := simtest.Start(t)
 	clearAPICEnv(t)
 	// An API key of the developer, made with a token of the developer.
 	tok := simToken(t, ts.URL, apicsim.DefaultProviderRealm, apicsim.DefaultProviderUsername, apicsim.DefaultProviderPassword)
@@ -467,10 +437,7 @@ func adminEnv(t *testing.T, server string) {
 const registrationFile = "testdata/registration.yaml"
 
 func TestAPICRegister(t *testing.T) {
-	sim, err := apicsim.New(apicsim.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	sim := simtest.New(t)
 	// Record the client id of every token request on the way to the
 	// simulator.
 	var clients struct {
@@ -543,7 +510,7 @@ func TestAPICRegister(t *testing.T) {
 }
 
 func TestAPICRegisterPasswordsOnStdin(t *testing.T) {
-	_, ts := startChoreSim(t)
+	_, ts := simtest.Start(t)
 	adminEnv(t, ts.URL)
 	t.Setenv("APIC_PASSWORD", "")
 	out, errOut, err := runChore(t, apicsim.DefaultAdminPassword+"\n"+apicsim.DefaultProviderPassword+"\n",
@@ -554,7 +521,7 @@ func TestAPICRegisterPasswordsOnStdin(t *testing.T) {
 	checkNoChoreSecrets(t, out, errOut)
 
 	// Only one line: the test password is missing, and nothing is sent.
-	sim, other := startChoreSim(t)
+	sim, other := simtest.Start(t)
 	t.Setenv("APIC_SERVER", other.URL)
 	_, errOut, err = runChore(t, apicsim.DefaultAdminPassword+"\n", "apic-register", registrationFile, "--test-username", "developer")
 	if err == nil || !strings.Contains(errOut, "no test password: set APIC_TEST_PASSWORD, use --test-password-file, or pipe it on standard input after the Cloud Manager password") {
@@ -566,7 +533,7 @@ func TestAPICRegisterPasswordsOnStdin(t *testing.T) {
 }
 
 func TestAPICRegisterWithoutTestUser(t *testing.T) {
-	_, ts := startChoreSim(t)
+	_, ts := simtest.Start(t)
 	adminEnv(t, ts.URL)
 	out, errOut, err := runChore(t, "", "apic-register", registrationFile)
 	if err != nil {
@@ -578,7 +545,7 @@ func TestAPICRegisterWithoutTestUser(t *testing.T) {
 }
 
 func TestAPICRegisterNotCloudManager(t *testing.T) {
-	_, ts := startChoreSim(t)
+	_, ts := simtest.Start(t)
 	developerEnv(t, ts.URL)
 	t.Setenv("APIC_REALM", apicsim.DefaultProviderRealm)
 	out, errOut, err := runChore(t, "", "apic-register", registrationFile)
@@ -589,7 +556,7 @@ func TestAPICRegisterNotCloudManager(t *testing.T) {
 }
 
 func TestAPICRegisterRefusedLogin(t *testing.T) {
-	_, ts := startChoreSim(t)
+	_, ts := simtest.Start(t)
 	adminEnv(t, ts.URL)
 	t.Setenv("APIC_PASSWORD", "wr0ng-pa55word")
 	_, errOut, err := runChore(t, "", "apic-register", registrationFile)
@@ -601,7 +568,7 @@ func TestAPICRegisterRefusedLogin(t *testing.T) {
 }
 
 func TestAPICRegisterTestLoginFails(t *testing.T) {
-	_, ts := startChoreSim(t)
+	_, ts := simtest.Start(t)
 	adminEnv(t, ts.URL)
 	t.Setenv("APIC_TEST_PASSWORD", "wr0ng-pa55word")
 	out, errOut, err := runChore(t, "", "apic-register", registrationFile, "--test-username", "developer")
@@ -613,7 +580,7 @@ func TestAPICRegisterTestLoginFails(t *testing.T) {
 }
 
 func TestAPICRegisterBadDocument(t *testing.T) {
-	sim, ts := startChoreSim(t)
+	sim, ts := simtest.Start(t)
 	adminEnv(t, ts.URL)
 	dir := t.TempDir()
 	for _, tc := range []struct{ doc, want string }{
@@ -649,7 +616,7 @@ func TestAPICRegisterBadDocument(t *testing.T) {
 }
 
 func TestAPICRegisterJSONDocument(t *testing.T) {
-	_, ts := startChoreSim(t)
+	_, ts := simtest.Start(t)
 	adminEnv(t, ts.URL)
 	doc := writeTestFile(t, t.TempDir(), "reg.json",
 		`{"type":"registration","api_version":"2.0.0","id":"old","url":"https://old","name":"json-reg","client_id":"json-id","client_secret":"a-long-random-secret","scopes":["my:view"]}`, 0o600)
@@ -660,7 +627,7 @@ func TestAPICRegisterJSONDocument(t *testing.T) {
 }
 
 func TestAPICRealms(t *testing.T) {
-	sim, ts := startChoreSim(t)
+	sim, ts := simtest.Start(t)
 	clearAPICEnv(t)
 	out, errOut, err := runChore(t, "", "apic-realms", "--server", ts.URL)
 	if err != nil {
@@ -703,7 +670,7 @@ func TestAPICRealms(t *testing.T) {
 }
 
 func TestAPICRealmsCredentialsFile(t *testing.T) {
-	_, ts := startChoreSim(t)
+	_, ts := simtest.Start(t)
 	clearAPICEnv(t)
 	creds := writeTestFile(t, t.TempDir(), "credentials.json",
 		`{"toolkit":{"endpoint":"`+ts.URL+`/api","client_id":"clientID","client_secret":"clientPassword"}}`, 0o600)
@@ -722,7 +689,7 @@ func TestAPICRealmsCredentialsFile(t *testing.T) {
 // TestAPICTokenFunction calls the command function directly, with options
 // made in code.
 func TestAPICTokenFunction(t *testing.T) {
-	_, ts := startChoreSim(t)
+	_, ts := simtest.Start(t)
 	o := tokenOptions{loginOptions: loginOptions{
 		serverOptions: serverOptions{Server: ts.URL, Timeout: defaultCallTimeout},
 		Credentials: apic.Credentials{

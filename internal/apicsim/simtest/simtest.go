@@ -1,36 +1,61 @@
-// Package simtest starts the API Connect simulator for tests: on a
-// loopback port, with a settable clock that the code under test can share.
+// Package simtest starts the API Connect simulator for tests: made from
+// DefaultConfig and the test's changes, served on a loopback port over
+// HTTP or TLS, and closed when the test ends. A test that wants a fake
+// clock passes a change that sets Config.Now.
 package simtest
 
 import (
+	"crypto/tls"
+	"io"
+	"log"
 	"net/http/httptest"
 	"testing"
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
-	"github.com/apic-tools/apic-auth-proxy/internal/testclock"
 )
 
-// Env is a running simulator.
-type Env struct {
-	Sim   *apicsim.Server
-	TS    *httptest.Server
-	Clock *testclock.Clock
-}
-
-// Start runs a simulator with DefaultConfig on clock, changed by changes.
-// It is closed when the test ends.
-func Start(t testing.TB, clock *testclock.Clock, changes ...func(*apicsim.Config)) *Env {
+// New makes a simulator with DefaultConfig changed by changes, in order,
+// and serves it nowhere: for a test that wraps it in a handler of its own
+// or calls it in process. It fails the test if the config is invalid.
+func New(t testing.TB, changes ...func(*apicsim.Config)) *apicsim.Server {
 	t.Helper()
 	cfg := apicsim.DefaultConfig()
-	cfg.Now = clock.Now
-	for _, c := range changes {
-		c(&cfg)
+	for _, change := range changes {
+		change(&cfg)
 	}
 	sim, err := apicsim.New(cfg)
 	if err != nil {
 		t.Fatalf("apicsim.New: %v", err)
 	}
+	return sim
+}
+
+// Start makes a simulator as New does and serves it over HTTP on a
+// loopback port until the test ends.
+func Start(t testing.TB, changes ...func(*apicsim.Config)) (*apicsim.Server, *httptest.Server) {
+	t.Helper()
+	sim := New(t, changes...)
 	ts := httptest.NewServer(sim)
 	t.Cleanup(ts.Close)
-	return &Env{Sim: sim, TS: ts, Clock: clock}
+	return sim, ts
+}
+
+// StartTLS makes a simulator as New does and serves it over TLS on a
+// loopback port until the test ends, with a server certificate for hosts
+// from apicsim.NewCertificates, which it returns for the client to trust
+// (CAPEM) or not. The server's error log is discarded: the handshakes
+// that clients refuse are what such tests are about.
+func StartTLS(t testing.TB, hosts []string, changes ...func(*apicsim.Config)) (*apicsim.Server, *httptest.Server, *apicsim.Certificates) {
+	t.Helper()
+	certs, err := apicsim.NewCertificates(hosts...)
+	if err != nil {
+		t.Fatalf("apicsim.NewCertificates: %v", err)
+	}
+	sim := New(t, changes...)
+	ts := httptest.NewUnstartedServer(sim)
+	ts.Config.ErrorLog = log.New(io.Discard, "", 0)
+	ts.TLS = &tls.Config{Certificates: []tls.Certificate{certs.Server}, MinVersion: tls.VersionTLS12}
+	ts.StartTLS()
+	t.Cleanup(ts.Close)
+	return sim, ts, certs
 }
