@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
@@ -14,26 +13,20 @@ import (
 
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
-
-	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
-	"github.com/apic-tools/apic-auth-proxy/internal/apicsim/simtest"
 )
 
-// testEnv is a simulator on a loopback port and a client of a unix socket
-// for a Caddy that the test runs in this process. The end-to-end suites,
-// with a real process of the binary, are in package e2e.
+// testEnv is a client of a unix socket for a Caddy that the test runs in
+// this process. The end-to-end suites, with a real process of the binary,
+// are in package e2e.
 type testEnv struct {
 	t      *testing.T
-	sim    *apicsim.Server
-	simSrv *httptest.Server
 	sock   string
 	client *http.Client
 }
 
-func newTestEnv(t *testing.T, changes ...func(*apicsim.Config)) *testEnv {
+func newTestEnv(t *testing.T) *testEnv {
 	t.Helper()
-	sim, simSrv := simtest.Start(t, changes...)
-	e := &testEnv{t: t, sim: sim, simSrv: simSrv}
+	e := &testEnv{t: t}
 	// Unix socket paths are short-limited: keep them out of t.TempDir.
 	dir, err := os.MkdirTemp("", "aap")
 	if err != nil {
