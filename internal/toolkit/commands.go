@@ -361,13 +361,21 @@ func (o loginOptions) who() string {
 	return fmt.Sprintf("%s (realm %s)", o.Credentials.Username, o.Credentials.Realm)
 }
 
-// login requests a token, naming the user in the error.
-func (o loginOptions) login(ctx context.Context, c *apic.Client) (*apic.Token, error) {
+// login makes a client of o's server and requests a token with it,
+// naming the user in the error. The caller closes the client's idle
+// connections when done with it.
+func (o loginOptions) login(ctx context.Context, stderr io.Writer) (*apic.Client, *apic.Token, error) {
+	hc, err := o.httpClient(stderr)
+	if err != nil {
+		return nil, nil, err
+	}
+	c := &apic.Client{Server: o.Server, Credentials: o.Credentials, HTTP: hc}
 	tok, err := withTimeout(ctx, o.Timeout, c.Login)
 	if err != nil {
-		return nil, fmt.Errorf("logging in as %s: %w", o.who(), err)
+		hc.CloseIdleConnections()
+		return nil, nil, fmt.Errorf("logging in as %s: %w", o.who(), err)
 	}
-	return tok, nil
+	return c, tok, nil
 }
 
 // formatExpiry is how the chores print a token's expiry.
@@ -420,16 +428,11 @@ type tokenJSON struct {
 // runAPICToken logs in and prints the token, its JSON or a check report,
 // and writes it into the toolkit's token file, as o asks.
 func runAPICToken(ctx context.Context, o tokenOptions, stdout, stderr io.Writer) error {
-	hc, err := o.httpClient(stderr)
+	c, tok, err := o.login(ctx, stderr)
 	if err != nil {
 		return err
 	}
-	defer hc.CloseIdleConnections()
-	c := &apic.Client{Server: o.Server, Credentials: o.Credentials, HTTP: hc}
-	tok, err := o.login(ctx, c)
-	if err != nil {
-		return err
-	}
+	defer c.HTTP.CloseIdleConnections()
 	if o.Check {
 		me, err := withTimeout(ctx, o.Timeout, func(ctx context.Context) (*apic.Me, error) { return c.Me(ctx, tok) })
 		if err != nil {
@@ -565,16 +568,11 @@ func readLimited(path string, max int64) ([]byte, error) {
 // runAPICRegister creates the registration, prints it, and proves its
 // client id and secret with a token request for the test user.
 func runAPICRegister(ctx context.Context, o registerOptions, stdout, stderr io.Writer) error {
-	hc, err := o.httpClient(stderr)
+	c, tok, err := o.login(ctx, stderr)
 	if err != nil {
 		return err
 	}
-	defer hc.CloseIdleConnections()
-	c := &apic.Client{Server: o.Server, Credentials: o.Credentials, HTTP: hc}
-	tok, err := o.login(ctx, c)
-	if err != nil {
-		return err
-	}
+	defer c.HTTP.CloseIdleConnections()
 	reg, err := withTimeout(ctx, o.Timeout, func(ctx context.Context) (*apic.Registration, error) {
 		return c.CreateRegistration(ctx, tok, o.Document)
 	})
@@ -597,7 +595,7 @@ func runAPICRegister(ctx context.Context, o registerOptions, stdout, stderr io.W
 		fmt.Fprintln(stdout, "token request with the new registration: not tried (name a user with --test-username)")
 		return nil
 	}
-	tc := &apic.Client{Server: o.Server, Credentials: *o.Test, HTTP: hc}
+	tc := &apic.Client{Server: o.Server, Credentials: *o.Test, HTTP: c.HTTP}
 	ttok, err := withTimeout(ctx, o.Timeout, tc.Login)
 	if err != nil {
 		return fmt.Errorf("the registration %s was created, but a token request with it for %s (realm %s) failed: %w", name, o.Test.Username, o.Test.Realm, err)
