@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -66,18 +65,4 @@ func (e *testEnv) do(method, path string, hdr http.Header) (int, http.Header, []
 		e.t.Fatal(err)
 	}
 	return resp.StatusCode, resp.Header, body
-}
-
-// apiError decodes API Connect's error body, failing the test if the body
-// is not of that shape.
-func apiError(t *testing.T, body []byte) (int, []string) {
-	t.Helper()
-	var e struct {
-		Status  *int     `json:"status"`
-		Message []string `json:"message"`
-	}
-	if err := json.Unmarshal(body, &e); err != nil || e.Status == nil || len(e.Message) == 0 {
-		t.Fatalf("body is not API Connect's error shape: %s", body)
-	}
-	return *e.Status, e.Message
 }

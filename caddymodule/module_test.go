@@ -261,7 +261,7 @@ func TestFailureMessages(t *testing.T) {
 			if rec.Header().Get("Retry-After") == "" {
 				t.Error("no Retry-After")
 			}
-			status, msg := apiError(t, rec.Body.Bytes())
+			status, msg := simtest.APIError(t, rec.Body.Bytes())
 			if status != 502 || len(msg) != 1 {
 				t.Fatalf("body %s", rec.Body)
 			}

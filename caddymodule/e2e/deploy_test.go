@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim/simtest"
 )
 
 // readmeCaddyfile returns the Caddyfile block of README that holds
@@ -160,7 +161,7 @@ func TestDeployReadOnly(t *testing.T) {
 			if status != http.StatusMethodNotAllowed || hdr.Get("Allow") != "GET, HEAD" {
 				t.Fatalf("%s %s: %d %v %s, want 405 with Allow", r.method, r.path, status, hdr, body)
 			}
-			if code, msg := apiError(t, body); code != 405 || msg[0] != "This proxy is read-only." {
+			if code, msg := simtest.APIError(t, body); code != 405 || msg[0] != "This proxy is read-only." {
 				t.Fatalf("%s %s answered %s", r.method, r.path, body)
 			}
 		}

@@ -758,20 +758,6 @@ func (e *env) adapt(caddyfileText string) []byte {
 	return out
 }
 
-// apiError decodes API Connect's error body, failing the test if the body
-// is not of that shape.
-func apiError(t *testing.T, body []byte) (int, []string) {
-	t.Helper()
-	var e struct {
-		Status  *int     `json:"status"`
-		Message []string `json:"message"`
-	}
-	if err := json.Unmarshal(body, &e); err != nil || e.Status == nil || len(e.Message) == 0 {
-		t.Fatalf("body is not API Connect's error shape: %s", body)
-	}
-	return *e.Status, e.Message
-}
-
 // upstream is the simulator's front door: it serves the simulator, records
 // what reaches it, and runs the test's hooks around it.
 type upstream struct {

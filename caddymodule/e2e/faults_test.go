@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim/simtest"
 )
 
 // failPrefix is how every 502 of a failed token request starts.
@@ -303,7 +304,7 @@ func runTokenFault(t *testing.T, f tokenFault) {
 		if status != http.StatusBadGateway {
 			t.Fatalf("%s: status %d, want 502: %s", step, status, body)
 		}
-		s, msgs := apiError(t, body)
+		s, msgs := simtest.APIError(t, body)
 		if s != http.StatusBadGateway || len(msgs) != 1 {
 			t.Fatalf("%s: body %s, want status 502 and one message", step, body)
 		}
@@ -590,7 +591,7 @@ func TestFaultServerClockPastExpiry(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if _, msgs := apiError(t, body); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(msgs[0], "expired") {
+	if _, msgs := simtest.APIError(t, body); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(msgs[0], "expired") {
 		t.Fatalf("API Manager answers the held token with %d %s, want 401 expired", resp.StatusCode, body)
 	}
 	e.mustOK("/api/me", "after the server's clock alone moved past the expiry")
@@ -630,7 +631,7 @@ func TestFaultWrongPasswordLockout(t *testing.T) {
 		if status != http.StatusBadGateway {
 			t.Fatalf("%s: status %d, want 502: %s", step, status, body)
 		}
-		_, msgs := apiError(t, body)
+		_, msgs := simtest.APIError(t, body)
 		if !strings.Contains(msgs[0], "refused the credentials (password grant): status 401") {
 			t.Fatalf("%s: message %q does not name the refused credentials", step, msgs[0])
 		}

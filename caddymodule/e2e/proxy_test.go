@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim/simtest"
 )
 
 func TestInjectsTokenAndReplacesClientAuthorization(t *testing.T) {
@@ -192,7 +193,7 @@ func TestWrongPasswordCoolsDown(t *testing.T) {
 		if status != http.StatusBadGateway {
 			t.Fatalf("%s: status %d, want 502", step, status)
 		}
-		s, msg := apiError(t, body)
+		s, msg := simtest.APIError(t, body)
 		if s != 502 || !strings.Contains(msg[0], "refused the credentials (password grant): status 401") || !strings.Contains(msg[0], "Invalid username or password.") {
 			t.Fatalf("%s: body %s", step, body)
 		}
@@ -268,7 +269,7 @@ func TestBackoffKeepsServingValidToken(t *testing.T) {
 	if status != http.StatusBadGateway {
 		t.Fatalf("after expiry: %d %s", status, body)
 	}
-	if _, msg := apiError(t, body); !strings.Contains(msg[0], "status 503") {
+	if _, msg := simtest.APIError(t, body); !strings.Contains(msg[0], "status 503") {
 		t.Fatalf("message %q does not name the failure", msg[0])
 	}
 	if ra, err := strconv.Atoi(hdr.Get("Retry-After")); err != nil || ra < 1 || ra > 60 {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim/simtest"
 )
 
 // TestReplayPublishAcrossRevocation: publishes that meet a revoked token
@@ -84,7 +86,7 @@ func TestReplayPublishAcrossRevocation(t *testing.T) {
 			if status != http.StatusUnauthorized {
 				t.Fatalf("%s with a revoked token: status %d, want the 401 passed through: %.300s", name, status, answer)
 			}
-			if s, msgs := apiError(t, answer); s != http.StatusUnauthorized || !strings.Contains(strings.Join(msgs, " "), "revoked") {
+			if s, msgs := simtest.APIError(t, answer); s != http.StatusUnauthorized || !strings.Contains(strings.Join(msgs, " "), "revoked") {
 				t.Fatalf("%s: body %s, want API Manager's 401 about the revoked token", name, answer)
 			}
 			if got := e.sim.TokenRequests("password", "ok"); got != grants || len(auth) != 1 {
@@ -125,7 +127,7 @@ func TestReplayRefusedAgainGoesToClient(t *testing.T) {
 	e := newEnv(t)
 	e.sim.RefusePath("/api/me")
 	status, _, body := e.do("GET", "/api/me", nil)
-	if s, msgs := apiError(t, body); status != 401 || s != 401 || msgs[0] != "Not authorized for this resource." {
+	if s, msgs := simtest.APIError(t, body); status != 401 || s != 401 || msgs[0] != "Not authorized for this resource." {
 		t.Fatalf("client got %d %s, want the simulator's 401", status, body)
 	}
 	if n := e.sim.Stats().Paths["/api/me"]; n != 2 {
@@ -170,7 +172,7 @@ func TestNoReplayBeyondLimit(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if s, msgs := apiError(t, answer); status != 401 || s != 401 || !strings.Contains(msgs[0], "revoked") {
+			if s, msgs := simtest.APIError(t, answer); status != 401 || s != 401 || !strings.Contains(msgs[0], "revoked") {
 				t.Fatalf("client got %d %s, want API Manager's 401", status, answer)
 			}
 			if n := e.sim.Stats().Paths[publishPath]; n != 1 {
@@ -227,7 +229,7 @@ func TestClientAuthorization(t *testing.T) {
 				seen := e.upstreamAuth()[calls:]
 				switch s.wantAuth {
 				case "-":
-					if msgStatus, msg := apiError(t, body); msgStatus != 400 || !strings.Contains(msg[0], "without one") {
+					if msgStatus, msg := simtest.APIError(t, body); msgStatus != 400 || !strings.Contains(msg[0], "without one") {
 						t.Fatalf("step %d: body %s", i, body)
 					}
 					if len(seen) != 0 {

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim/simtest"
 )
 
 // newSecurityEnv is a proxy that listens both on the env's unix socket and
@@ -159,7 +160,7 @@ func TestSecuritySuite(t *testing.T) {
 			}
 			if status >= 400 {
 				refusals[status]++
-				if s, msg := apiError(t, body); s != status || msg[0] == "" {
+				if s, msg := simtest.APIError(t, body); s != status || msg[0] == "" {
 					t.Fatalf("error body %s", body)
 				}
 			}

@@ -1,11 +1,14 @@
 // Package simtest starts the API Connect simulator for tests: made from
 // DefaultConfig and the test's changes, served on a loopback port over
 // HTTP or TLS, and closed when the test ends. A test that wants a fake
-// clock passes a change that sets Config.Now.
+// clock passes a change that sets Config.Now. APIError reads API Connect's
+// error shape back, as the simulator and the proxy write it.
 package simtest
 
 import (
+	"bytes"
 	"crypto/tls"
+	"encoding/json"
 	"io"
 	"log"
 	"net/http/httptest"
@@ -58,4 +61,22 @@ func StartTLS(t testing.TB, hosts []string, changes ...func(*apicsim.Config)) (*
 	ts.StartTLS()
 	t.Cleanup(ts.Close)
 	return sim, ts, certs
+}
+
+// APIError decodes API Connect's error body, {"status": <int>, "message":
+// [<string>, ...]} with an optional "errors" array and nothing else, and
+// fails the test if the body is not of that shape.
+func APIError(t testing.TB, body []byte) (int, []string) {
+	t.Helper()
+	var e struct {
+		Status  *int     `json:"status"`
+		Message []string `json:"message"`
+		Errors  []string `json:"errors"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&e); err != nil || e.Status == nil || len(e.Message) == 0 {
+		t.Fatalf("body is not API Connect's error shape (%v): %s", err, body)
+	}
+	return *e.Status, e.Message
 }
