@@ -38,5 +38,6 @@ package apicauthproxy
 
 import (
 	_ "github.com/apic-tools/apic-auth-proxy/caddymodule"
+	_ "github.com/apic-tools/apic-auth-proxy/statuscmd"
 	_ "github.com/apic-tools/apic-auth-proxy/toolkitcmd"
 )
