@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/apic-tools/apic-auth-proxy/internal/session"
 )
 
 func init() {
@@ -41,27 +43,37 @@ func (a adminAPI) Routes() []caddy.AdminRoute {
 	}
 }
 
-// identityStatus is one identity in GET /apic_auth/status.
-type identityStatus struct {
-	Name   string `json:"name"`
-	Server string `json:"server"`
-	Realm  string `json:"realm,omitempty"`
-	User   string `json:"user"`
-	Grant  string `json:"grant"`
+// identityReadiness is one identity in GET /apic_auth/ready, and the
+// first fields of its status: what a probe, or whoever reads why it
+// fails, needs.
+type identityReadiness struct {
+	Name string `json:"name"`
 	// State is the session's: no_token, valid, refreshing, expired,
 	// backing_off or cooling_down (see session.State).
 	State string `json:"state"`
 	// Ready is whether requests get the held token now (see
 	// session.Status.Ready): also while a refresh is under way or backs
 	// off with the token still valid.
-	Ready        bool          `json:"ready"`
-	TokenGrant   string        `json:"token_grant,omitempty"`
-	TokenExpires *time.Time    `json:"token_expires,omitempty"`
-	RefreshAt    *time.Time    `json:"refresh_at,omitempty"`
-	LastRefresh  *time.Time    `json:"last_refresh,omitempty"`
-	LastError    string        `json:"last_error,omitempty"`
-	RetryAt      *time.Time    `json:"retry_at,omitempty"`
-	Counts       statsSnapshot `json:"counts"`
+	Ready bool `json:"ready"`
+	// Cause and LastError say why the last token request failed (the
+	// error scrubbed of every secret), RetryAt when the next is due.
+	Cause        string     `json:"cause,omitempty"`
+	LastError    string     `json:"last_error,omitempty"`
+	RetryAt      *time.Time `json:"retry_at,omitempty"`
+	TokenExpires *time.Time `json:"token_expires,omitempty"`
+}
+
+// identityStatus is one identity in GET /apic_auth/status.
+type identityStatus struct {
+	identityReadiness
+	Server      string        `json:"server"`
+	Realm       string        `json:"realm,omitempty"`
+	User        string        `json:"user"`
+	Grant       string        `json:"grant"`
+	TokenGrant  string        `json:"token_grant,omitempty"`
+	RefreshAt   *time.Time    `json:"refresh_at,omitempty"`
+	LastRefresh *time.Time    `json:"last_refresh,omitempty"`
+	Counts      statsSnapshot `json:"counts"`
 	// Waits counts requests that waited for a token after the first one
 	// (the held token had expired or was refused): 0 when refreshing in
 	// time.
@@ -81,21 +93,29 @@ func timePtr(t time.Time) *time.Time {
 	return &t
 }
 
+// readiness formats the session's status st.
+func (id *identity) readiness(st session.Status) identityReadiness {
+	out := identityReadiness{Name: id.name, State: string(st.State), Ready: st.Ready, Cause: st.Cause, RetryAt: timePtr(st.RetryAt)}
+	if st.LastError != nil {
+		out.LastError = id.scrub.Scrub(st.LastError.Error())
+	}
+	if st.Token != nil {
+		out.TokenExpires = timePtr(st.Token.Expiry)
+	}
+	return out
+}
+
 func (id *identity) status() identityStatus {
 	st := id.sess.Status()
 	out := identityStatus{
-		Name: id.name, Server: id.server, Realm: id.realm, User: id.user, Grant: id.grant,
-		State: string(st.State), Ready: st.Ready, LastRefresh: timePtr(st.LastObtained), RetryAt: timePtr(st.RetryAt),
-		Counts: id.stats.snapshot(st.Requests), Waits: st.Waited,
-	}
-	if st.LastError != nil {
-		out.LastError = id.scrub.Scrub(st.LastError.Error())
+		identityReadiness: id.readiness(st),
+		Server:            id.server, Realm: id.realm, User: id.user, Grant: id.grant,
+		LastRefresh: timePtr(st.LastObtained), Counts: id.stats.snapshot(st.Requests), Waits: st.Waited,
 	}
 	paths, until := id.relogins.Status(time.Now())
 	out.SuppressedPaths, out.ReloginsSuppressedUntil = paths, timePtr(until)
 	if t := st.Token; t != nil {
 		out.TokenGrant = t.Grant
-		out.TokenExpires = timePtr(t.Expiry)
 		out.RefreshAt = timePtr(t.RefreshAt)
 	}
 	return out
@@ -125,32 +145,6 @@ func (adminAPI) handleStatus(w http.ResponseWriter, r *http.Request) error {
 	return json.NewEncoder(w).Encode(out)
 }
 
-// identityReadiness is one identity in GET /apic_auth/ready: what a
-// probe, or whoever reads its failure, needs, and nothing more.
-type identityReadiness struct {
-	Name  string `json:"name"`
-	Ready bool   `json:"ready"`
-	State string `json:"state"`
-	// Cause and LastError say why the last token request failed (the
-	// error scrubbed of every secret), RetryAt when the next is due.
-	Cause        string     `json:"cause,omitempty"`
-	LastError    string     `json:"last_error,omitempty"`
-	RetryAt      *time.Time `json:"retry_at,omitempty"`
-	TokenExpires *time.Time `json:"token_expires,omitempty"`
-}
-
-func (id *identity) readiness() identityReadiness {
-	st := id.sess.Status()
-	out := identityReadiness{Name: id.name, Ready: st.Ready, State: string(st.State), Cause: st.Cause, RetryAt: timePtr(st.RetryAt)}
-	if st.LastError != nil {
-		out.LastError = id.scrub.Scrub(st.LastError.Error())
-	}
-	if st.Token != nil {
-		out.TokenExpires = timePtr(st.Token.Expiry)
-	}
-	return out
-}
-
 // handleReady answers 200 while every identity (or the one ?name= names)
 // holds a valid token, and 503 otherwise, also when there is none; the
 // body lists each identity's readiness. Retry-After, on a 503, is when
@@ -173,7 +167,7 @@ func (adminAPI) handleReady(w http.ResponseWriter, r *http.Request) error {
 	var retryAt time.Time
 	known := true // every identity that is not ready knows its next attempt
 	for _, id := range ids {
-		rd := id.readiness()
+		rd := id.readiness(id.sess.Status())
 		out = append(out, rd)
 		if rd.Ready {
 			continue

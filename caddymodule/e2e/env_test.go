@@ -590,6 +590,7 @@ type identityStatus struct {
 	Grant        string     `json:"grant"`
 	State        string     `json:"state"`
 	Ready        bool       `json:"ready"`
+	Cause        string     `json:"cause"`
 	TokenGrant   string     `json:"token_grant"`
 	TokenExpires *time.Time `json:"token_expires"`
 	RefreshAt    *time.Time `json:"refresh_at"`

@@ -16,20 +16,9 @@ import (
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
 )
 
-// readiness is one identity in GET /apic_auth/ready.
-type readiness struct {
-	Name         string     `json:"name"`
-	Ready        bool       `json:"ready"`
-	State        string     `json:"state"`
-	Cause        string     `json:"cause"`
-	LastError    string     `json:"last_error"`
-	RetryAt      *time.Time `json:"retry_at"`
-	TokenExpires *time.Time `json:"token_expires"`
-}
-
-// ready returns GET /apic_auth/ready (with query), decoded, and its
-// Retry-After header.
-func (e *env) ready(query string) (int, []readiness, string) {
+// ready returns GET /apic_auth/ready (with query), decoded (its fields
+// are some of the status's), and its Retry-After header.
+func (e *env) ready(query string) (int, []identityStatus, string) {
 	e.t.Helper()
 	req, err := http.NewRequest(http.MethodGet, "http://localhost/apic_auth/ready"+query, nil)
 	if err != nil {
@@ -40,7 +29,7 @@ func (e *env) ready(query string) (int, []readiness, string) {
 		e.t.Fatalf("GET /apic_auth/ready%s: %v", query, err)
 	}
 	defer resp.Body.Close()
-	var out []readiness
+	var out []identityStatus
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		e.t.Fatalf("GET /apic_auth/ready%s: %d, body not a list: %v", query, resp.StatusCode, err)
 	}
