@@ -9,13 +9,15 @@
 // One concern, one package:
 //
 //   - caddymodule: the apic_auth handler, its Caddyfile directive, the
-//     admin endpoint (/apic_auth/status, /apic_auth/refresh), the metrics,
+//     admin endpoint (/apic_auth/status, /apic_auth/ready, /apic_auth/refresh), the metrics,
 //     and the apic-proxy quick start. It carries no simulator and no
 //     toolkit command. caddymodule/e2e holds the end-to-end tests, which
 //     run the built binary and see it only through HTTP, the admin API,
 //     /metrics and the log.
 //   - toolkitcmd: registers the apic-token, apic-register and apic-realms
 //     commands; internal/toolkit holds their logic.
+//   - statuscmd: the status command, which reads /apic_auth/status and
+//     /apic_auth/ready from a running proxy's admin API.
 //   - internal/session: one token's life cycle: single flight, refresh
 //     before expiry, back-off, cool-down and sign-out on close, and its
 //     status (state, cause, token requests by grant and outcome), which
@@ -38,5 +40,6 @@ package apicauthproxy
 
 import (
 	_ "github.com/apic-tools/apic-auth-proxy/caddymodule"
+	_ "github.com/apic-tools/apic-auth-proxy/statuscmd"
 	_ "github.com/apic-tools/apic-auth-proxy/toolkitcmd"
 )

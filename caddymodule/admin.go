@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/apic-tools/apic-auth-proxy/internal/session"
 )
 
 func init() {
@@ -18,7 +20,10 @@ func init() {
 // adminAPI serves the apic_auth endpoints of Caddy's admin API:
 //
 //	GET  /apic_auth/status   every identity's state, never a secret or token
-//	POST /apic_auth/refresh  fetch a new token now (?name=<identity> for one)
+//	GET  /apic_auth/ready    200 while every identity holds a valid token, else 503
+//	POST /apic_auth/refresh  fetch a new token now
+//
+// Each takes ?name=<identity> to report on (or refresh) that one alone.
 type adminAPI struct{}
 
 // CaddyModule returns the Caddy module information.
@@ -33,27 +38,42 @@ func (adminAPI) CaddyModule() caddy.ModuleInfo {
 func (a adminAPI) Routes() []caddy.AdminRoute {
 	return []caddy.AdminRoute{
 		{Pattern: "/apic_auth/status", Handler: caddy.AdminHandlerFunc(a.handleStatus)},
+		{Pattern: "/apic_auth/ready", Handler: caddy.AdminHandlerFunc(a.handleReady)},
 		{Pattern: "/apic_auth/refresh", Handler: caddy.AdminHandlerFunc(a.handleRefresh)},
 	}
 }
 
-// identityStatus is one identity in GET /apic_auth/status.
-type identityStatus struct {
-	Name   string `json:"name"`
-	Server string `json:"server"`
-	Realm  string `json:"realm,omitempty"`
-	User   string `json:"user"`
-	Grant  string `json:"grant"`
+// identityReadiness is one identity in GET /apic_auth/ready, and the
+// first fields of its status: what a probe, or whoever reads why it
+// fails, needs.
+type identityReadiness struct {
+	Name string `json:"name"`
 	// State is the session's: no_token, valid, refreshing, expired,
 	// backing_off or cooling_down (see session.State).
-	State        string        `json:"state"`
-	TokenGrant   string        `json:"token_grant,omitempty"`
-	TokenExpires *time.Time    `json:"token_expires,omitempty"`
-	RefreshAt    *time.Time    `json:"refresh_at,omitempty"`
-	LastRefresh  *time.Time    `json:"last_refresh,omitempty"`
-	LastError    string        `json:"last_error,omitempty"`
-	RetryAt      *time.Time    `json:"retry_at,omitempty"`
-	Counts       statsSnapshot `json:"counts"`
+	State string `json:"state"`
+	// Ready is whether requests get the held token now (see
+	// session.Status.Ready): also while a refresh is under way or backs
+	// off with the token still valid.
+	Ready bool `json:"ready"`
+	// Cause and LastError say why the last token request failed (the
+	// error scrubbed of every secret), RetryAt when the next is due.
+	Cause        string     `json:"cause,omitempty"`
+	LastError    string     `json:"last_error,omitempty"`
+	RetryAt      *time.Time `json:"retry_at,omitempty"`
+	TokenExpires *time.Time `json:"token_expires,omitempty"`
+}
+
+// identityStatus is one identity in GET /apic_auth/status.
+type identityStatus struct {
+	identityReadiness
+	Server      string        `json:"server"`
+	Realm       string        `json:"realm,omitempty"`
+	User        string        `json:"user"`
+	Grant       string        `json:"grant"`
+	TokenGrant  string        `json:"token_grant,omitempty"`
+	RefreshAt   *time.Time    `json:"refresh_at,omitempty"`
+	LastRefresh *time.Time    `json:"last_refresh,omitempty"`
+	Counts      statsSnapshot `json:"counts"`
 	// Waits counts requests that waited for a token after the first one
 	// (the held token had expired or was refused): 0 when refreshing in
 	// time.
@@ -73,21 +93,29 @@ func timePtr(t time.Time) *time.Time {
 	return &t
 }
 
+// readiness formats the session's status st.
+func (id *identity) readiness(st session.Status) identityReadiness {
+	out := identityReadiness{Name: id.name, State: string(st.State), Ready: st.Ready, Cause: st.Cause, RetryAt: timePtr(st.RetryAt)}
+	if st.LastError != nil {
+		out.LastError = id.scrub.Scrub(st.LastError.Error())
+	}
+	if st.Token != nil {
+		out.TokenExpires = timePtr(st.Token.Expiry)
+	}
+	return out
+}
+
 func (id *identity) status() identityStatus {
 	st := id.sess.Status()
 	out := identityStatus{
-		Name: id.name, Server: id.server, Realm: id.realm, User: id.user, Grant: id.grant,
-		State: string(st.State), LastRefresh: timePtr(st.LastObtained), RetryAt: timePtr(st.RetryAt),
-		Counts: id.stats.snapshot(st.Requests), Waits: st.Waited,
-	}
-	if st.LastError != nil {
-		out.LastError = id.scrub.Scrub(st.LastError.Error())
+		identityReadiness: id.readiness(st),
+		Server:            id.server, Realm: id.realm, User: id.user, Grant: id.grant,
+		LastRefresh: timePtr(st.LastObtained), Counts: id.stats.snapshot(st.Requests), Waits: st.Waited,
 	}
 	paths, until := id.relogins.Status(time.Now())
 	out.SuppressedPaths, out.ReloginsSuppressedUntil = paths, timePtr(until)
 	if t := st.Token; t != nil {
 		out.TokenGrant = t.Grant
-		out.TokenExpires = timePtr(t.Expiry)
 		out.RefreshAt = timePtr(t.RefreshAt)
 	}
 	return out
@@ -114,6 +142,50 @@ func (adminAPI) handleStatus(w http.ResponseWriter, r *http.Request) error {
 		out = append(out, id.status())
 	}
 	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(out)
+}
+
+// handleReady answers 200 while every identity (or the one ?name= names)
+// holds a valid token, and 503 otherwise, also when there is none; the
+// body lists each identity's readiness. Retry-After, on a 503, is when
+// the last of the identities that are not ready may try again, when
+// each of them knows it.
+func (adminAPI) handleReady(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method not allowed; use GET or HEAD")}
+	}
+	name := r.URL.Query().Get("name")
+	ids := liveIdentities(name)
+	switch {
+	case len(ids) == 0 && name != "":
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no apic_auth identity named %q", name)}
+	case len(ids) == 0:
+		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: fmt.Errorf("no apic_auth identity is configured: nothing to be ready for")}
+	}
+	out := make([]identityReadiness, 0, len(ids))
+	status := http.StatusOK
+	var retryAt time.Time
+	known := true // every identity that is not ready knows its next attempt
+	for _, id := range ids {
+		rd := id.readiness(id.sess.Status())
+		out = append(out, rd)
+		if rd.Ready {
+			continue
+		}
+		status = http.StatusServiceUnavailable
+		if rd.RetryAt == nil {
+			known = false
+		} else if rd.RetryAt.After(retryAt) {
+			retryAt = *rd.RetryAt
+		}
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	if status != http.StatusOK && known && retryAt.After(time.Now()) {
+		setRetryAfter(h, retryAt)
+	}
+	w.WriteHeader(status)
 	return json.NewEncoder(w).Encode(out)
 }
 

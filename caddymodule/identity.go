@@ -226,14 +226,19 @@ func (id *identity) fail(w http.ResponseWriter, r *http.Request, err error) erro
 	id.stats.count(&id.stats.failures, cause)
 	var un *session.Unavailable
 	if errors.As(err, &un) && !un.RetryAt.IsZero() {
-		secs := int64(math.Ceil(time.Until(un.RetryAt).Seconds()))
-		w.Header().Set("Retry-After", strconv.FormatInt(max(secs, 1), 10))
+		setRetryAfter(w.Header(), un.RetryAt)
 	}
 	if ce := id.log().Check(zap.DebugLevel, "no token for request"); ce != nil {
 		ce.Write(zap.String("identity", id.name), zap.String("error", msg))
 	}
 	writeAPIError(w, http.StatusBadGateway, msg)
 	return nil
+}
+
+// setRetryAfter sets Retry-After to the whole seconds until at, at least 1.
+func setRetryAfter(h http.Header, at time.Time) {
+	secs := int64(math.Ceil(time.Until(at).Seconds()))
+	h.Set("Retry-After", strconv.FormatInt(max(secs, 1), 10))
 }
 
 // writeAPIError answers in API Connect's error shape.

@@ -115,6 +115,9 @@ var (
 	descTokenExpiry = prometheus.NewDesc("caddy_apic_auth_token_expiry_seconds",
 		"Seconds until the held token expires, by identity (absent while no token is held).",
 		[]string{"identity"}, nil)
+	descReady = prometheus.NewDesc("caddy_apic_auth_ready",
+		"Whether the identity holds a valid token that requests get now (1) or not (0), as GET /apic_auth/ready reports it.",
+		[]string{"identity"}, nil)
 	descReplays = prometheus.NewDesc("caddy_apic_auth_replays_total",
 		"Requests replayed after API Manager refused the token with 401, by identity and outcome (ok, refused_again, body_too_large, no_token, suppressed: a resource that refused a new token lately got no new login).",
 		[]string{"identity", "outcome"}, nil)
@@ -135,7 +138,7 @@ var (
 type collector struct{}
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descTokenRequests, descTokenDuration, descTokenExpiry, descReplays, descWaits, descFailures, descRefused} {
+	for _, d := range []*prometheus.Desc{descTokenRequests, descTokenDuration, descTokenExpiry, descReady, descReplays, descWaits, descFailures, descRefused} {
 		ch <- d
 	}
 }
@@ -164,6 +167,11 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 		if t := ss.Token; t != nil {
 			ch <- prometheus.MustNewConstMetric(descTokenExpiry, prometheus.GaugeValue, time.Until(t.Expiry).Seconds(), id.name)
 		}
+		ready := 0.0
+		if ss.Ready {
+			ready = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, ready, id.name)
 		for outcome, n := range st.Replays {
 			ch <- prometheus.MustNewConstMetric(descReplays, prometheus.CounterValue, float64(n), id.name, outcome)
 		}

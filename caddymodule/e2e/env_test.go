@@ -589,6 +589,8 @@ type identityStatus struct {
 	User         string     `json:"user"`
 	Grant        string     `json:"grant"`
 	State        string     `json:"state"`
+	Ready        bool       `json:"ready"`
+	Cause        string     `json:"cause"`
 	TokenGrant   string     `json:"token_grant"`
 	TokenExpires *time.Time `json:"token_expires"`
 	RefreshAt    *time.Time `json:"refresh_at"`

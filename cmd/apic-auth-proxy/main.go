@@ -9,6 +9,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/apic-tools/apic-auth-proxy/caddymodule"
+	_ "github.com/apic-tools/apic-auth-proxy/statuscmd"
 	_ "github.com/apic-tools/apic-auth-proxy/toolkitcmd"
 )
 

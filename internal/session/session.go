@@ -493,6 +493,12 @@ type Request struct{ Grant, Outcome string }
 // Status is a snapshot of a session for reports.
 type Status struct {
 	State State
+	// Ready is whether Get hands out the held token now, without a token
+	// request: a token is held and its ValidUntil has not passed. It
+	// stays true while a background refresh is under way or backs off
+	// (State refreshing or backing_off), since requests keep getting
+	// the token; it is false after Close.
+	Ready bool
 	// Token is the held token, valid or not, or nil.
 	Token *Token
 	// LastError is the last failure since the last success, and Cause
@@ -528,6 +534,7 @@ func (m *Manager) Status() Status {
 		st.Cause = Cause(m.lastErr)
 	}
 	now := time.Now()
+	st.Ready = st.Token != nil && now.Before(st.Token.ValidUntil) && m.ctx.Err() == nil
 	switch {
 	case m.flight != nil:
 		st.State = StateRefreshing

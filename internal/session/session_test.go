@@ -205,8 +205,8 @@ func testBackgroundRefresh(t *testing.T) {
 			t.Fatalf("Get at RefreshAt+%v returned %v, want the held token", d, got)
 		}
 	}
-	if h.m.Status().State != session.StateRefreshing {
-		t.Error("Status().State is not refreshing during the background request")
+	if st := h.m.Status(); st.State != session.StateRefreshing || !st.Ready {
+		t.Errorf("during the background request: state %s, ready %v; want refreshing and ready", st.State, st.Ready)
 	}
 	h.wantCounts(2, 0)
 
@@ -241,8 +241,8 @@ func testRefresherTimers(t *testing.T) {
 	if d := fl.retryAt.Sub(tok1.RefreshAt); d < time.Millisecond || d > 2*time.Millisecond {
 		t.Fatalf("retry %v after the failure, want 1 to 2 ms", d)
 	}
-	if st := h.m.Status(); st.State != session.StateBackingOff || st.Cause != "server_error" {
-		t.Errorf("after the failed renewal: state %s, cause %q", st.State, st.Cause)
+	if st := h.m.Status(); st.State != session.StateBackingOff || st.Cause != "server_error" || !st.Ready {
+		t.Errorf("after the failed renewal: state %s, cause %q, ready %v; want backing_off, server_error and ready (the token is still handed out)", st.State, st.Cause, st.Ready)
 	}
 	at(t, fl.retryAt)
 	tok2 := recv(t, h.tokens, "renewed token")
@@ -328,8 +328,8 @@ func testExpiredTokenWaitsForGet(t *testing.T) {
 	}
 	at(t, tok1.Expiry.Add(24*time.Hour))
 	h.wantCounts(l, 0)
-	if st := h.m.Status(); st.State != session.StateExpired {
-		t.Errorf("a day after expiry: state %s, want expired", st.State)
+	if st := h.m.Status(); st.State != session.StateExpired || st.Ready {
+		t.Errorf("a day after expiry: state %s, ready %v; want expired, not ready", st.State, st.Ready)
 	}
 	h.f.setLoginErr(nil)
 	now := time.Now()
@@ -1000,7 +1000,7 @@ func TestStatus(t *testing.T) { synctest.Test(t, testStatus) }
 
 func testStatus(t *testing.T) {
 	h := newHarness(t, life8h)
-	if st := h.m.Status(); st.State != session.StateNoToken || st.Token != nil || len(st.Requests) != 0 {
+	if st := h.m.Status(); st.State != session.StateNoToken || st.Token != nil || len(st.Requests) != 0 || st.Ready {
 		t.Fatalf("new session: %+v", st)
 	}
 	h.f.setLoginErr(func(n int) error {
@@ -1010,20 +1010,27 @@ func testStatus(t *testing.T) {
 		return nil
 	})
 	h.getUnavailable()
-	if st := h.m.Status(); st.State != session.StateCoolingDown || st.Cause != "refused" || !st.RetryAt.Equal(t0.Add(session.DefaultCooldownMin)) {
+	if st := h.m.Status(); st.State != session.StateCoolingDown || st.Cause != "refused" || !st.RetryAt.Equal(t0.Add(session.DefaultCooldownMin)) || st.Ready {
 		t.Fatalf("after a refusal: %+v", st)
 	}
 	at(t, t0.Add(session.DefaultCooldownMin))
 	tok := h.get()
-	if st := h.m.Status(); st.State != session.StateValid || st.Token != tok || st.LastError != nil || st.Cause != "" {
+	if st := h.m.Status(); st.State != session.StateValid || st.Token != tok || st.LastError != nil || st.Cause != "" || !st.Ready {
 		t.Fatalf("after a token: %+v", st)
 	}
 	h.wantRequests(session.Requests{{apic.GrantPassword, "refused"}: 1, {apic.GrantPassword, session.OutcomeOK}: 1})
 	h.m.Invalidate(tok)
-	if st := h.m.Status(); st.State != session.StateNoToken {
-		t.Errorf("after Invalidate: state %s, want no_token", st.State)
+	if st := h.m.Status(); st.State != session.StateNoToken || st.Ready {
+		t.Errorf("after Invalidate: state %s, ready %v; want no_token, not ready", st.State, st.Ready)
+	}
+	tok = h.get()
+	if !h.m.Status().Ready {
+		t.Fatal("not ready with a new token")
 	}
 	_ = h.m.Close()
+	if st := h.m.Status(); st.Ready {
+		t.Errorf("ready after Close (state %s)", st.State)
+	}
 	if got := session.Cause(h.getAsyncErr()); got != "closing" {
 		t.Errorf("Cause after Close = %q, want closing", got)
 	}
