@@ -131,7 +131,7 @@ func cmdAPICProxy(fl caddycmd.Flags) (int, error) {
 		return caddy.ExitCodeFailedStartup, err
 	}
 	if err := caddy.Run(cfg); err != nil {
-		return caddy.ExitCodeFailedStartup, err
+		return caddy.ExitCodeFailedStartup, errors.New(ErrorMessage(err))
 	}
 	caddy.Log().Info("apic-auth-proxy ready", zap.String("from", listen), zap.String("to", opts.To), zap.String("user", opts.Username), zap.String("realm", opts.Realm))
 	base := "http://" + listen

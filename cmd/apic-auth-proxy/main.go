@@ -1,10 +1,11 @@
 // Command apic-auth-proxy is Caddy with the standard modules, the
 // apic_auth handler, the toolkit's commands and, for apic-proxy --demo,
-// the API Connect simulator built in.
+// the API Connect simulator built in. Its command line (cli.go) leads
+// with those commands and drops Caddy's self-upgrade.
 package main
 
 import (
-	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"os"
 
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
@@ -14,5 +15,5 @@ import (
 )
 
 func main() {
-	caddycmd.Main()
+	os.Exit(execute(os.Args[1:]))
 }

@@ -55,7 +55,22 @@ func run(ctx context.Context, args []string, logger *log.Logger, ready func(net.
 		configFile    = fs.String("config", "", "YAML file of users, registrations and settings")
 		quiet         = fs.Bool("quiet", false, "do not log each request")
 	)
-	if err := fs.Parse(args); err != nil {
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `Usage: apicsim [flags]
+
+Runs a simulated IBM API Connect management server on loopback.
+Users: %s / %s (realm %s), %s / %s (realm %s);
+client id %s, secret %s. Controls are under /_sim/.
+
+Flags:
+`, apicsim.DefaultAdminUsername, apicsim.DefaultAdminPassword, apicsim.DefaultAdminRealm,
+			apicsim.DefaultProviderUsername, apicsim.DefaultProviderPassword, apicsim.DefaultProviderRealm,
+			apicsim.DefaultClientID, apicsim.DefaultClientSecret)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		return nil // the usage is printed
+	} else if err != nil {
 		return err
 	}
 	cfg := apicsim.DefaultConfig()

@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
-	"flag"
 	"io"
 	"log"
 	"net"
@@ -202,7 +201,6 @@ func TestRunErrors(t *testing.T) {
 	}{
 		{"unknown flag", []string{"-nope"}, "flag provided but not defined"},
 		{"bad duration", []string{"-token-ttl", "soon"}, "invalid value"},
-		{"help", []string{"-h"}, flag.ErrHelp.Error()},
 		{"bad config file", []string{"-config", bad}, "tokens_ttl"},
 		{"missing config file", []string{"-config", filepath.Join(dir, "missing.yaml")}, "missing.yaml"},
 		{"address in use", []string{"-listen", busy.Addr().String()}, "address already in use"},
@@ -214,6 +212,22 @@ func TestRunErrors(t *testing.T) {
 				t.Errorf("run %v: error %v, want one mentioning %q\nlog:\n%s", tc.args, err, tc.contains, logs)
 			}
 		})
+	}
+}
+
+// TestRunHelp checks that -h and --help print the usage and return no
+// error (so the command exits 0) without serving.
+func TestRunHelp(t *testing.T) {
+	for _, arg := range []string{"-h", "--help", "-help"} {
+		logs, err := runFails(t, arg)
+		if err != nil {
+			t.Errorf("run %s: %v, want no error", arg, err)
+		}
+		for _, want := range []string{"Usage: apicsim [flags]", "-listen", "-token-ttl", apicsim.DefaultAdminRealm} {
+			if !strings.Contains(logs, want) {
+				t.Errorf("run %s printed %q, want it to hold %q", arg, logs, want)
+			}
+		}
 	}
 }
 
