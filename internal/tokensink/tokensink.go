@@ -186,8 +186,8 @@ func (s *Sink) Format() Format { return s.format }
 
 // Write puts token in the file, replacing it atomically (a reader sees the
 // old file or the new, never part of one) by a new file of mode 0600,
-// after checking the file's place as Check does. The same token twice is
-// written once. After Close, Write does nothing. Errors name the file and
+// after checking the file's place as Check does. After Close, Write does
+// nothing. Errors name the file and
 // never hold the token; the last one is kept for Status.
 func (s *Sink) Write(token string) error {
 	if token == "" {
@@ -195,7 +195,7 @@ func (s *Sink) Write(token string) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || token == s.written {
+	if s.closed {
 		return nil
 	}
 	err := s.write(token)
