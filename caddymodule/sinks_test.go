@@ -25,17 +25,11 @@ func TestProvisionTokenFileErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("APIC_TEST_TOKEN_DIR", dir)
-	for _, tc := range []struct {
-		name      string
-		token     string
-		apic      string
-		want      string
-		wantWrite string // a file made in the test's directory
-	}{
-		{"open directory", open + "/token", "", "token_file: directory " + open + " is writable by every user", ""},
-		{"symbolic link", "", link, "apic_config_file: " + link + " is a symbolic link: name the file it points to", ""},
-		{"unset placeholder", "{env.APIC_TEST_UNSET_VAR}/token", "", "token_file: placeholder {env.APIC_TEST_UNSET_VAR} is unset", ""},
-		{"one file, two formats", "{env.APIC_TEST_TOKEN_DIR}/token", dir + "/./token", "token_file and apic_config_file name the same file, " + dir + "/token", ""},
+	for _, tc := range []struct{ name, token, apic, want string }{
+		{"open directory", open + "/token", "", "token_file: directory " + open + " is writable by every user"},
+		{"symbolic link", "", link, "apic_config_file: " + link + " is a symbolic link: name the file it points to"},
+		{"unset placeholder", "{env.APIC_TEST_UNSET_VAR}/token", "", "token_file: placeholder {env.APIC_TEST_UNSET_VAR} is unset"},
+		{"one file, two formats", "{env.APIC_TEST_TOKEN_DIR}/token", dir + "/./token", "token_file and apic_config_file name the same file, " + dir + "/token"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := simHandler("https://apim.example.com")

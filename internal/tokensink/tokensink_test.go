@@ -4,7 +4,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apic"
@@ -113,13 +112,15 @@ func TestResolveRefuses(t *testing.T) {
 	}
 }
 
-func inode(t *testing.T, path string) uint64 {
+// writeThenClose writes tok with s, then closes s.
+func writeThenClose(t *testing.T, s *Sink, tok string) {
 	t.Helper()
-	fi, err := os.Stat(path)
-	if err != nil {
+	if err := s.Write(tok); err != nil {
 		t.Fatal(err)
 	}
-	return fi.Sys().(*syscall.Stat_t).Ino
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // A plain sink writes the token and a newline, mode 0600 in a new file
@@ -151,13 +152,16 @@ func TestPlainSink(t *testing.T) {
 	if err := os.Chmod(path, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	before := inode(t, path)
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Write("tok-2"); err != nil {
 		t.Fatal(err)
 	}
 	fi, _ := os.Stat(path)
-	if fi.Mode() != 0o600 || inode(t, path) == before {
-		t.Fatalf("rewritten file: mode %v, inode %d (was %d); want 0600 in a new file", fi.Mode(), inode(t, path), before)
+	if fi.Mode() != 0o600 || os.SameFile(fi, before) {
+		t.Fatalf("rewritten file: mode %v, the same file %v; want 0600 in a new file", fi.Mode(), os.SameFile(fi, before))
 	}
 	if entries, _ := os.ReadDir(filepath.Dir(path)); len(entries) != 1 {
 		t.Fatalf("the directory holds %d files, want the token file alone", len(entries))
@@ -206,12 +210,7 @@ func TestPlainSink(t *testing.T) {
 	}
 
 	// Close removes the file only while it holds the sink's token.
-	if err := s.Write("tok-5"); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
+	writeThenClose(t, s, "tok-5")
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Fatalf("the file outlived Close: %v", err)
 	}
@@ -300,13 +299,7 @@ func TestToolkitSink(t *testing.T) {
 
 	// The last entry gone, the file goes.
 	alone := filepath.Join(dir, "alone")
-	s3 := New(Toolkit, alone, "https://apim.example.com")
-	if err := s3.Write("t"); err != nil {
-		t.Fatal(err)
-	}
-	if err := s3.Close(); err != nil {
-		t.Fatal(err)
-	}
+	writeThenClose(t, New(Toolkit, alone, "https://apim.example.com"), "t")
 	if _, err := os.Stat(alone); !os.IsNotExist(err) {
 		t.Fatalf("a file with no entry left: %v", err)
 	}
