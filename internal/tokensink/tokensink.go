@@ -128,7 +128,7 @@ func checkDirs(dir string) error {
 		case !fi.IsDir():
 			return fmt.Errorf("%s is not a directory", d)
 		case fi.Mode().Perm()&0o002 != 0 && fi.Mode()&fs.ModeSticky == 0:
-			return fmt.Errorf("directory %s is writable by every user (mode %v, no sticky bit): anyone could replace the token file; use a directory only you can write", d, fi.Mode().Perm())
+			return fmt.Errorf("directory %s is writable by every user (mode %04o, no sticky bit): anyone could replace the token file; use a directory only you can write", d, fi.Mode().Perm())
 		}
 		if uid, ok := owner(fi); ok && uid != os.Geteuid() && uid != 0 {
 			return fmt.Errorf("directory %s belongs to another user (uid %d), who can change who may write in it; use a directory of your own", d, uid)
