@@ -28,6 +28,9 @@
 //   - internal/guard: who may use the proxy (Host, Origin, a required
 //     header), where requests may go (paths), and the 401 re-login limit.
 //   - internal/replay: the kept request body and the held 401 of a replay.
+//   - internal/tokensink: the files kept with the current token
+//     (token_file, apic_config_file): where they may be, their atomic
+//     writes and their removal.
 //   - internal/apicsim: the platform API simulator, for tests, benchmarks
 //     and the demo; cmd/apicsim runs it alone and internal/apicsim/simtest
 //     starts it in tests. internal/testclock is the settable clock of its

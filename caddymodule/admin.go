@@ -84,6 +84,9 @@ type identityStatus struct {
 	// ReloginsSuppressedUntil is set while no 401 makes a new login at
 	// all: several paths refused new tokens at once.
 	ReloginsSuppressedUntil *time.Time `json:"relogins_suppressed_until,omitempty"`
+	// TokenFiles are the files kept with the token (token_file,
+	// apic_config_file), with the last write's time and failure.
+	TokenFiles []sinkStatus `json:"token_files,omitempty"`
 }
 
 func timePtr(t time.Time) *time.Time {
@@ -114,6 +117,7 @@ func (id *identity) status() identityStatus {
 	}
 	paths, until := id.relogins.Status(time.Now())
 	out.SuppressedPaths, out.ReloginsSuppressedUntil = paths, timePtr(until)
+	out.TokenFiles = id.sinkStatus()
 	if t := st.Token; t != nil {
 		out.TokenGrant = t.Grant
 		out.RefreshAt = timePtr(t.RefreshAt)

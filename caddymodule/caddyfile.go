@@ -44,10 +44,12 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		allowed_origins <origin> [<origin>...]
 //		require_header  <name>
 //		paths           <prefix> [<prefix>...]
+//		token_file       <file: the current token, for other tools>
+//		apic_config_file <the apic toolkit's token file, e.g. ~/.apiconnect/token>
 //	}
 //
-// Credentials take {env.NAME} and {file./path} placeholders, resolved when
-// the config loads.
+// Credentials and file paths take {env.NAME} and {file./path}
+// placeholders, resolved when the config loads.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {
@@ -87,6 +89,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneArg(d, &h.ClientSecret)
 		case "require_header":
 			err = oneArg(d, &h.RequireHeader)
+		case "token_file":
+			err = oneArg(d, &h.TokenFile)
+		case "apic_config_file":
+			err = oneArg(d, &h.APICConfigFile)
 		case "refresh_before":
 			err = durationArg(d, &h.RefreshBefore)
 		case "timeout":

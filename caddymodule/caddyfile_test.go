@@ -26,6 +26,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		timeout        5s
 		tls_trusted_ca_certs /etc/ssl/a.pem /etc/ssl/b.pem
 		tls_trusted_ca_certs /etc/ssl/c.pem
+		token_file       {env.XDG_RUNTIME_DIR}/apic/token
+		apic_config_file ~/.apiconnect/token
 	}`)
 	var h Handler
 	if err := h.UnmarshalCaddyfile(d); err != nil {
@@ -41,6 +43,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		RefreshBefore:     caddy.Duration(30 * time.Minute),
 		Timeout:           caddy.Duration(5 * time.Second),
 		TLSTrustedCACerts: []string{"/etc/ssl/a.pem", "/etc/ssl/b.pem", "/etc/ssl/c.pem"},
+		TokenFile:         "{env.XDG_RUNTIME_DIR}/apic/token",
+		APICConfigFile:    "~/.apiconnect/token",
 	}
 	if !reflect.DeepEqual(h, want) {
 		t.Fatalf("got %+v\nwant %+v", h, want)
@@ -101,6 +105,9 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"no size", "apic_auth {\n replay_max_body\n}", "wrong argument count"},
 		{"bad client_authorization", "apic_auth {\n client_authorization drop\n}", `client_authorization: want overwrite, keep or reject, got "drop"`},
 		{"pass_sign_out value", "apic_auth {\n pass_sign_out yes\n}", "wrong argument count"},
+		{"token_file twice", "apic_auth {\n token_file /a\n token_file /b\n}", "token_file is set twice"},
+		{"token_file without a path", "apic_auth {\n token_file\n}", "wrong argument count"},
+		{"apic_config_file with two paths", "apic_auth {\n apic_config_file /a /b\n}", "wrong argument count"},
 		{"bad sign_out_on_stop", "apic_auth {\n sign_out_on_stop maybe\n}", `sign_out_on_stop: want on or off, got "maybe"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -27,7 +27,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "apic-proxy",
-		Usage: "[--from <addr>] [--to <url>] [--realm <realm>] [--username <user>] [--client-id <id>] [--password-file <file>] [--client-secret-file <file>] [--api-key-file <file>] [--insecure] [--ca-cert <pem>] [--allowed-host <host>] [--demo]",
+		Usage: "[--from <addr>] [--to <url>] [--realm <realm>] [--username <user>] [--client-id <id>] [--password-file <file>] [--client-secret-file <file>] [--api-key-file <file>] [--insecure] [--ca-cert <pem>] [--allowed-host <host>] [--token-file <file>] [--apic-config-file <file>] [--demo]",
 		Short: "Proxy to API Connect, logging in and injecting the bearer token",
 		Long: `
 Starts a local authenticating proxy in front of an IBM API Connect
@@ -65,6 +65,8 @@ without an API Manager.
 			fs.String("from", toolkit.EnvOr("APIC_PROXY_FROM", "127.0.0.1:9080"), "address to listen on ($APIC_PROXY_FROM)")
 			toolkit.AddLoginFlags(cmd, "provider/default-idp-2")
 			fs.StringArray("allowed-host", nil, "host name clients may use besides loopback ones (repeatable)")
+			fs.String("token-file", "", "keep this file with the current token, for tools that cannot use the proxy")
+			fs.String("apic-config-file", "", "keep the token in this apic toolkit token file (such as ~/.apiconnect/token)")
 			fs.Bool("demo", false, "proxy to the built-in API Connect simulator")
 			fs.Bool("access-log", false, "log every request")
 			fs.Bool("debug", false, "log at debug level")
@@ -90,6 +92,10 @@ type proxyOptions struct {
 	AllowedHosts []string
 	AccessLog    bool
 	Debug        bool
+
+	// TokenFile and APICConfigFile are the handler's token_file and
+	// apic_config_file.
+	TokenFile, APICConfigFile string
 }
 
 func cmdAPICProxy(fl caddycmd.Flags) (int, error) {
@@ -104,6 +110,7 @@ func cmdAPICProxy(fl caddycmd.Flags) (int, error) {
 		AccessLog: fl.Bool("access-log"),
 		Debug:     fl.Bool("debug"),
 	}
+	opts.TokenFile, opts.APICConfigFile = fl.String("token-file"), fl.String("apic-config-file")
 	var err error
 	if opts.CACerts, err = fl.GetStringArray("ca-cert"); err != nil {
 		return caddy.ExitCodeFailedStartup, err
@@ -236,6 +243,7 @@ func (o *proxyOptions) config() (*caddy.Config, string, error) {
 		Realm: creds.Realm, Username: creds.Username, Password: creds.Password, APIKey: creds.APIKey,
 		TLSInsecureSkipVerify: o.Insecure, TLSTrustedCACerts: o.CACerts,
 		AllowedHosts: o.AllowedHosts,
+		TokenFile:    o.TokenFile, APICConfigFile: o.APICConfigFile,
 	}
 
 	port := to.Port()

@@ -134,14 +134,17 @@ func TestQuickStartProxiesWithPrefixAndHost(t *testing.T) {
 
 func TestQuickStartAllowedHosts(t *testing.T) {
 	opts := proxyOptions{To: "https://h", APIKey: "{env.K}", ClientID: "id", ClientSecret: "{env.S}",
-		From: "127.0.0.1:9080", AllowedHosts: []string{"apic-auth-proxy.tools.svc"}}
+		From: "127.0.0.1:9080", AllowedHosts: []string{"apic-auth-proxy.tools.svc"},
+		TokenFile: "/run/apic/token", APICConfigFile: "~/.apiconnect/token"}
 	cfg, _, err := opts.config()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfgJSON, _ := json.Marshal(cfg)
-	if !strings.Contains(string(cfgJSON), `"allowed_hosts":["apic-auth-proxy.tools.svc"]`) {
-		t.Fatalf("config %s lacks the allowed host", cfgJSON)
+	for _, want := range []string{`"allowed_hosts":["apic-auth-proxy.tools.svc"]`, `"token_file":"/run/apic/token"`, `"apic_config_file":"~/.apiconnect/token"`} {
+		if !strings.Contains(string(cfgJSON), want) {
+			t.Fatalf("config %s lacks %s", cfgJSON, want)
+		}
 	}
 }
 

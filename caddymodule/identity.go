@@ -47,6 +47,8 @@ type identity struct {
 	// scrub removes the credentials from any text the identity shows:
 	// the 502 body, the status, events and logs.
 	scrub *apic.Scrubber
+	// sinks are the token files it writes (sinks.go).
+	sinks identitySinks
 }
 
 // provisionEnv is what the latest config that uses an identity gave it:
@@ -159,6 +161,7 @@ func (id *identity) onToken(t *session.Token, took time.Duration) {
 		zap.Time("expires", t.Expiry),
 		zap.Time("refresh_at", t.RefreshAt),
 		zap.Duration("took", took))
+	id.writeSinks(t)
 }
 
 func (id *identity) onFailure(err error, retryAt time.Time, took time.Duration) {

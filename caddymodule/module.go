@@ -22,6 +22,7 @@ import (
 	"github.com/apic-tools/apic-auth-proxy/internal/guard"
 	"github.com/apic-tools/apic-auth-proxy/internal/replay"
 	"github.com/apic-tools/apic-auth-proxy/internal/session"
+	"github.com/apic-tools/apic-auth-proxy/internal/tokensink"
 )
 
 func init() {
@@ -110,12 +111,35 @@ type Handler struct {
 	// Paths are the path prefixes whose requests get the token; other
 	// paths are answered 404. Default /api/.
 	Paths []string `json:"paths,omitempty"`
+	// TokenFile is a file kept with the identity's current access token
+	// and a newline, for tools that cannot send their requests through
+	// the proxy: replaced atomically by a new file of mode 0600 at every
+	// new token, and removed when the config stops. Its directory must
+	// be writable by this user alone (or have the sticky bit), and the
+	// file must not be a symbolic link. A leading ~/ is the home
+	// directory. Default none.
+	TokenFile string `json:"token_file,omitempty"`
+	// APICConfigFile is the apic toolkit's token file
+	// (~/.apiconnect/token) kept, like TokenFile, with the access token
+	// in this server's entry (other servers' entries are kept), so that
+	// apic commands work without apic login; on stop the entry is
+	// removed. Default none.
+	APICConfigFile string `json:"apic_config_file,omitempty"`
 
 	logger    *zap.Logger
 	key       string
 	id        *identity
 	replayMax int64
 	guard     *guard.Guard
+}
+
+// sinkOptions are the options that keep a token file, with their formats.
+var sinkOptions = []struct {
+	name   string
+	format tokensink.Format
+}{
+	{"token_file", tokensink.Plain},
+	{"apic_config_file", tokensink.Toolkit},
 }
 
 // DefaultReplayMaxBody is the default of ReplayMaxBody.
@@ -147,6 +171,11 @@ type resolved struct {
 	insecure      bool
 	caFiles       []string
 	signOutOnStop bool
+	// sinkPaths are the resolved TokenFile and APICConfigFile (as
+	// sinkOptions), "" when unset. They are the handler's, not the
+	// identity's: not in poolKey, so that handlers that differ only in
+	// them share one session.
+	sinkPaths [2]string
 }
 
 // Provision resolves placeholders, checks the configuration and joins (or
@@ -197,9 +226,18 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
-	// The app checks, at start, what a handler cannot see from here.
-	if _, err := ctx.App("apic_auth"); err != nil {
+	// The app checks, at start, what a handler cannot see from here, and
+	// starts the token files of its config.
+	app, err := ctx.App("apic_auth")
+	if err != nil {
 		return err
+	}
+	for i, opt := range sinkOptions {
+		if path := cfg.sinkPaths[i]; path != "" {
+			if err := app.(*App).claimSink(opt.name, tokensink.New(opt.format, path, cfg.server), h.id); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -261,6 +299,22 @@ func (h *Handler) resolve() (*resolved, error) {
 	}
 	if cfg.name, err = get("name", h.Name); err != nil {
 		return nil, err
+	}
+	for i, raw := range []string{h.TokenFile, h.APICConfigFile} {
+		name := sinkOptions[i].name
+		if raw == "" {
+			continue
+		}
+		path, err := get(name, raw)
+		if err != nil {
+			return nil, err
+		}
+		if cfg.sinkPaths[i], err = tokensink.Resolve(path); err != nil {
+			return nil, fmt.Errorf("%s: %v", name, err)
+		}
+	}
+	if p := cfg.sinkPaths[0]; p != "" && p == cfg.sinkPaths[1] {
+		return nil, fmt.Errorf("token_file and apic_config_file name the same file, %s: a file holds one format", p)
 	}
 	for i, p := range h.TLSTrustedCACerts {
 		v, err := get(fmt.Sprintf("tls_trusted_ca_certs[%d]", i), p)

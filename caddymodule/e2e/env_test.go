@@ -606,6 +606,12 @@ type identityStatus struct {
 	Waits                   int        `json:"waits"`
 	SuppressedPaths         int        `json:"suppressed_paths"`
 	ReloginsSuppressedUntil *time.Time `json:"relogins_suppressed_until"`
+	TokenFiles              []struct {
+		Option    string     `json:"option"`
+		Path      string     `json:"path"`
+		WrittenAt *time.Time `json:"written_at"`
+		Error     string     `json:"error"`
+	} `json:"token_files"`
 }
 
 // attempts counts the token requests the identity made.

@@ -108,3 +108,37 @@ func TestWriteToolkitTokenRefusesOtherFiles(t *testing.T) {
 		}
 	}
 }
+
+// ToolkitTokens removes one server's entry and keeps the others and the
+// comments; AccessToken reads an entry back.
+func TestToolkitTokensRemove(t *testing.T) {
+	in := "# written by apic\nhttps://other.example.com/api: |\n  access_token: other-token\n  refresh_token: other-refresh\n" +
+		"https://apim.example.com/api: |\n  access_token: mine\n  refresh_token: \"\"\n"
+	tt, err := ParseToolkitTokens("token", []byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tt.AccessToken("https://apim.example.com"); got != "mine" {
+		t.Fatalf("AccessToken = %q, want mine", got)
+	}
+	if got := tt.AccessToken("https://absent.example.com"); got != "" {
+		t.Fatalf("AccessToken of an absent server = %q", got)
+	}
+	if !tt.Remove("https://apim.example.com/") || tt.Remove("https://apim.example.com") {
+		t.Fatal("Remove did not report the one entry it removed")
+	}
+	if tt.Len() != 1 {
+		t.Fatalf("Len = %d after the removal, want 1", tt.Len())
+	}
+	out, err := tt.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "# written by apic\nhttps://other.example.com/api: |\n  access_token: other-token\n  refresh_token: other-refresh\n"
+	if string(out) != want {
+		t.Fatalf("after Remove:\n%s\nwant:\n%s", out, want)
+	}
+	if !tt.Remove("https://other.example.com") || tt.Len() != 0 {
+		t.Fatal("the last entry was not removed")
+	}
+}

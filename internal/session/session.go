@@ -122,6 +122,7 @@ type Manager struct {
 
 	mu       sync.Mutex
 	flight   *flight
+	keep     int // Keep calls not yet released
 	failures int // consecutive failures that may heal
 	refusals int // consecutive refusals
 	lastErr  error
@@ -407,8 +408,8 @@ func doubled(lo, hi time.Duration, n int) time.Duration {
 
 // refresher renews a live token at its RefreshAt (or, after a failure, at
 // the retry time) until Close. An expired token is not renewed in the
-// background: the next request asks for one, so an idle proxy with refused
-// credentials stops calling the server.
+// background unless Keep asks for it: otherwise the next request asks for
+// one, so an idle proxy with refused credentials stops calling the server.
 func (m *Manager) refresher() {
 	defer m.wg.Done()
 	timer := time.NewTimer(time.Hour)
@@ -416,19 +417,11 @@ func (m *Manager) refresher() {
 	for {
 		var wait time.Duration = -1
 		m.mu.Lock()
-		if t := m.cur.Load(); t != nil && m.flight == nil && m.ctx.Err() == nil {
-			now := time.Now()
-			due := t.RefreshAt
-			if m.retryAt.After(due) {
-				due = m.retryAt
-			}
-			switch {
-			case !now.Before(t.Expiry):
-				// Expired: leave it to the next request.
-			case !now.Before(due):
+		if due, ok := m.dueLocked(); ok {
+			if d := time.Until(due); d > 0 {
+				wait = d
+			} else {
 				m.startLocked()
-			default:
-				wait = due.Sub(now)
 			}
 		}
 		m.mu.Unlock()
@@ -446,6 +439,45 @@ func (m *Manager) refresher() {
 		}
 		timer.Stop()
 	}
+}
+
+// dueLocked returns when the background should request a token, if it
+// should: at the held token's RefreshAt, or at once when none is held (or
+// it expired) and Keep asks for one; never before the retry time of a
+// failure. Called with m.mu held.
+func (m *Manager) dueLocked() (time.Time, bool) {
+	if m.flight != nil || m.ctx.Err() != nil {
+		return time.Time{}, false
+	}
+	var due time.Time
+	switch t := m.cur.Load(); {
+	case t != nil && time.Now().Before(t.Expiry):
+		due = t.RefreshAt
+	case m.keep == 0:
+		// None held, or expired: leave it to the next request.
+		return time.Time{}, false
+	}
+	if m.retryAt.After(due) {
+		due = m.retryAt
+	}
+	return due, true
+}
+
+// Keep makes the session hold a token when no request asks for one, until
+// release is called: it requests one now (after any back-off or
+// cool-down), and renews an expired or refused token in the background as
+// it renews a live one, at the pace of the back-off and cool-down. Calls
+// nest; release is idempotent.
+func (m *Manager) Keep() (release func()) {
+	m.mu.Lock()
+	m.keep++
+	m.mu.Unlock()
+	m.poke()
+	return sync.OnceFunc(func() {
+		m.mu.Lock()
+		m.keep--
+		m.mu.Unlock()
+	})
 }
 
 // Close stops the refresher and any token request, and waits for them;

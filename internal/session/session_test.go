@@ -1041,3 +1041,88 @@ func testStatus(t *testing.T) {
 
 // getAsyncErr is the error of one Get.
 func (h *harness) getAsyncErr() error { return (<-h.getAsync(context.Background())).err }
+
+// Keep: a token is requested with no Get, renewed before expiry, and,
+// after a failure outlasting the token, renewed once it has expired, at
+// the pace of the back-off and the cool-down. Released, an expired token
+// is left to the next Get again.
+func TestKeep(t *testing.T) { synctest.Test(t, testKeep) }
+
+func testKeep(t *testing.T) {
+	const lifetime = time.Minute
+	h := newHarness(t, lifetime)
+	release := h.m.Keep()
+	tok1 := recv(t, h.tokens, "token with no Get")
+	if !tok1.Obtained.Equal(t0) {
+		t.Fatalf("kept token obtained at %v, want at once (%v)", tok1.Obtained, t0)
+	}
+	h.wantCounts(1, 0)
+
+	// Renewals fail past the expiry; the background carries on after it.
+	h.f.setLoginErr(always(apicErr(apic.KindServer, 503)))
+	at(t, tok1.Expiry.Add(10*time.Minute))
+	l, _ := h.f.counts()
+	if l < 8 {
+		t.Fatalf("%d logins in the 10 minutes after the expiry, want renewals at the back-off's pace (at most 1 min apart)", l)
+	}
+	h.f.setLoginErr(nil)
+	st := h.m.Status()
+	at(t, st.RetryAt)
+	tok2 := recv(t, h.tokens, "token after the outage")
+	if !tok2.Obtained.Equal(st.RetryAt) {
+		t.Fatalf("renewed at %v, want at the retry time %v", tok2.Obtained, st.RetryAt)
+	}
+
+	// Refused credentials: renewed at the cool-down's pace only.
+	h.f.setLoginErr(always(apicErr(apic.KindRefused, 401)))
+	at(t, tok2.Expiry.Add(10*time.Minute))
+	l2, _ := h.f.counts()
+	// RefreshAt (45 s), then 30 s, 1 min, 2 min, 4 min: 5 by 10.5 min.
+	if n := l2 - l - 1; n != 5 {
+		t.Fatalf("%d refused logins in 10.75 minutes, want 5 (the cool-down doubling from 30 s)", n)
+	}
+	if h.m.Status().State != session.StateCoolingDown {
+		t.Fatalf("state %s, want cooling_down", h.m.Status().State)
+	}
+
+	// Released twice (a no-op), nothing renews an expired token.
+	release()
+	release()
+	h.f.setLoginErr(nil)
+	at(t, time.Now().Add(24*time.Hour))
+	h.wantCounts(l2, 0)
+	if st := h.m.Status(); st.State != session.StateExpired {
+		t.Fatalf("a day after release: state %s, want expired", st.State)
+	}
+}
+
+// Keep nests: the background keeps a token until every Keep is released;
+// a token invalidated after a 401 is replaced at once.
+func TestKeepNested(t *testing.T) { synctest.Test(t, testKeepNested) }
+
+func testKeepNested(t *testing.T) {
+	h := newHarness(t, time.Minute)
+	r1, r2 := h.m.Keep(), h.m.Keep()
+	tok1 := recv(t, h.tokens, "kept token")
+	h.wantCounts(1, 0)
+	h.m.Invalidate(tok1)
+	h.m.Keep()() // a third Keep, released at once, pokes the refresher
+	tok2 := recv(t, h.tokens, "token after the invalidation")
+	if tok2 == tok1 || !tok2.Obtained.Equal(t0) {
+		t.Fatalf("no new token at once after the invalidation: %v", tok2)
+	}
+	// One Keep left: an expired token is still renewed.
+	r1()
+	h.f.setLoginErr(always(apicErr(apic.KindServer, 503)))
+	at(t, tok2.Expiry.Add(5*time.Minute))
+	h.f.setLoginErr(nil)
+	at(t, h.m.Status().RetryAt)
+	tok3 := recv(t, h.tokens, "token renewed after the expiry")
+	// None left: once the token expires, nothing renews it.
+	r2()
+	h.f.setLoginErr(always(apicErr(apic.KindServer, 503)))
+	at(t, tok3.Expiry)
+	l, _ := h.f.counts()
+	at(t, time.Now().Add(time.Hour))
+	h.wantCounts(l, 0)
+}
