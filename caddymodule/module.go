@@ -5,7 +5,6 @@
 package caddymodule
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -277,15 +276,10 @@ func (c *resolved) check() error {
 	if c.creds.APIKey != "" && (c.creds.Username != "" || c.creds.Password != "") {
 		return fmt.Errorf("set either api_key or username and password, not both")
 	}
-	err := c.creds.Check(configNames)
+	err := c.creds.Check(c.server, configNames)
 	if c.server == "" {
 		// One list names all that is missing, the server first.
-		var missing *apic.MissingError
-		if !errors.As(err, &missing) {
-			missing = &apic.MissingError{}
-		}
-		missing.Names = append([]string{"server"}, missing.Names...)
-		err = missing
+		err = apic.WithMissing(err, "server")
 	}
 	if err != nil {
 		return err

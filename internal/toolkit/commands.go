@@ -226,15 +226,21 @@ func serverFromFlags(fl caddycmd.Flags) (serverOptions, *apic.ToolkitCredentials
 		o.Server, o.serverFrom = to, "APIC_SERVER"
 	}
 	if err := o.check(); err != nil {
+		var missing *apic.MissingError
+		if errors.As(err, &missing) {
+			// The caller may add the rest of what is missing.
+			return o, tk, err
+		}
 		return serverOptions{}, nil, err
 	}
 	return o, tk, nil
 }
 
-// check names what is missing or wrong.
+// check names what is missing or wrong: a missing server is a
+// *apic.MissingError.
 func (o serverOptions) check() error {
 	if o.Server == "" {
-		return errors.New("--server (or --to, APIC_SERVER or --credentials) is required: the API Connect platform API base URL")
+		return &apic.MissingError{Names: []string{"--server (or --to, APIC_SERVER or --credentials: the API Connect platform API base URL)"}}
 	}
 	if err := apic.CheckServer(o.Server); err != nil {
 		from := o.serverFrom
@@ -289,7 +295,8 @@ type loginOptions struct {
 // ReadPassword.
 func loginFromFlags(fl caddycmd.Flags) (loginOptions, error) {
 	so, tk, err := serverFromFlags(fl)
-	if err != nil {
+	var noServer *apic.MissingError
+	if err != nil && !errors.As(err, &noServer) {
 		return loginOptions{}, err
 	}
 	o := loginOptions{serverOptions: so}
@@ -322,7 +329,12 @@ func loginFromFlags(fl caddycmd.Flags) (loginOptions, error) {
 	names := LoginNames()
 	names["client_id"] = "--client-id (APIC_CLIENT_ID or --credentials)"
 	names["client_secret"] = "a client secret (APIC_CLIENT_SECRET, --client-secret-file or --credentials)"
-	if err := checkLogin(*cr, o.passwordFromStdin, names); err != nil {
+	err = checkLogin(*cr, o.Server, o.passwordFromStdin, names)
+	if noServer != nil {
+		// One list names all that is missing, the server first.
+		err = apic.WithMissing(err, noServer.Names...)
+	}
+	if err != nil {
 		return loginOptions{}, err
 	}
 	return o, nil
@@ -332,11 +344,11 @@ func loginFromFlags(fl caddycmd.Flags) (loginOptions, error) {
 // password that standard input is still to give as given: it is read
 // after the check, so that nobody types a password for a login that
 // would fail anyway.
-func checkLogin(cr apic.Credentials, passwordFromStdin bool, names map[string]string) error {
+func checkLogin(cr apic.Credentials, server string, passwordFromStdin bool, names map[string]string) error {
 	if passwordFromStdin {
 		cr.Password = "(from standard input)"
 	}
-	return cr.Check(names)
+	return cr.Check(server, names)
 }
 
 // ReadPassword reads the password from standard input when no other
@@ -523,7 +535,7 @@ func registerOptionsFromFlags(fl caddycmd.Flags, docPath string, in *secretInput
 			return o, err
 		}
 		names := map[string]string{"realm": "--test-realm", "password": "a test password (APIC_TEST_PASSWORD, --test-password-file or standard input)"}
-		if err := checkLogin(*o.Test, o.Test.Password == "", names); err != nil {
+		if err := checkLogin(*o.Test, o.Server, o.Test.Password == "", names); err != nil {
 			return o, err
 		}
 	} else if fl.Changed("test-password-file") {
