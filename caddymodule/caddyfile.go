@@ -1,12 +1,18 @@
 package caddymodule
 
 import (
+	"maps"
+	"slices"
+	"sync"
+
 	"github.com/dustin/go-humanize"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/apic-tools/apic-auth-proxy/internal/suggest"
 )
 
 func init() {
@@ -56,95 +62,103 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	seen := make(map[string]bool)
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
-		switch opt {
-		case "tls_trusted_ca_certs", "allowed_hosts", "allowed_origins", "paths":
-			// These take one or more values and may be repeated.
-		default:
+		sub, ok := subdirectives[opt]
+		if !ok {
+			if near := suggest.Closest(opt, subdirectiveNames()); near != "" {
+				return d.Errf("unknown option %q: did you mean %s?", opt, near)
+			}
+			return d.Errf("unknown option %q", opt)
+		}
+		if !sub.repeatable {
 			if seen[opt] {
 				return d.Errf("%s is set twice", opt)
 			}
 			seen[opt] = true
 		}
-		var err error
-		switch opt {
-		case "name":
-			err = oneArg(d, &h.Name)
-		case "credentials":
-			err = oneArg(d, &h.Credentials)
-		case "server":
-			err = oneArg(d, &h.Server)
-		case "realm":
-			err = oneArg(d, &h.Realm)
-		case "username":
-			err = oneArg(d, &h.Username)
-		case "password":
-			err = oneArg(d, &h.Password)
-		case "api_key":
-			err = oneArg(d, &h.APIKey)
-		case "client_id":
-			err = oneArg(d, &h.ClientID)
-		case "client_secret":
-			err = oneArg(d, &h.ClientSecret)
-		case "require_header":
-			err = oneArg(d, &h.RequireHeader)
-		case "refresh_before":
-			err = durationArg(d, &h.RefreshBefore)
-		case "timeout":
-			err = durationArg(d, &h.Timeout)
-		case "replay_max_body":
-			var val string
-			if err = oneArg(d, &val); err != nil {
-				break
-			}
-			if val == "off" {
-				h.ReplayMaxBody = -1
-				break
-			}
-			size, perr := humanize.ParseBytes(val)
-			if perr != nil || size == 0 || size > 1<<40 {
-				return d.Errf("replay_max_body: want a size such as 4MiB, or off, got %q", val)
-			}
-			h.ReplayMaxBody = int64(size)
-		case "client_authorization":
-			if err = oneArg(d, &h.ClientAuthorization); err != nil {
-				break
-			}
-			switch h.ClientAuthorization {
-			case ClientAuthOverwrite, ClientAuthKeep, ClientAuthReject:
-			default:
-				return d.Errf("client_authorization: want overwrite, keep or reject, got %q", h.ClientAuthorization)
-			}
-		case "sign_out_on_stop":
-			var val string
-			if err = oneArg(d, &val); err != nil {
-				break
-			}
-			if val != "on" && val != "off" {
-				return d.Errf("sign_out_on_stop: want on or off, got %q", val)
-			}
-			on := val == "on"
-			h.SignOutOnStop = &on
-		case "tls_insecure_skip_verify":
-			err = noArgs(d, &h.TLSInsecureSkipVerify)
-		case "pass_sign_out":
-			err = noArgs(d, &h.PassSignOut)
-		case "tls_trusted_ca_certs":
-			err = listArgs(d, &h.TLSTrustedCACerts)
-		case "allowed_hosts":
-			err = listArgs(d, &h.AllowedHosts)
-		case "allowed_origins":
-			err = listArgs(d, &h.AllowedOrigins)
-		case "paths":
-			err = listArgs(d, &h.Paths)
-		default:
-			return d.Errf("unknown subdirective %q", opt)
-		}
-		if err != nil {
+		if err := sub.parse(h, d); err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+// subdirective reads one option of the apic_auth block, whose name is
+// d.Val(), into h.
+type subdirective struct {
+	parse func(h *Handler, d *caddyfile.Dispenser) error
+	// repeatable options take one or more values and may be given more
+	// than once; any other may be given once.
+	repeatable bool
+}
+
+// subdirectives are the options of the apic_auth block: the one list of
+// their names, for the parser and its hints.
+var subdirectives = map[string]subdirective{
+	"name":           {parse: func(h *Handler, d *caddyfile.Dispenser) error { return oneArg(d, &h.Name) }},
+	"credentials":    {parse: func(h *Handler, d *caddyfile.Dispenser) error { return oneArg(d, &h.Credentials) }},
+	"server":         {parse: func(h *Handler, d *caddyfile.Dispenser) error { return oneArg(d, &h.Server) }},
+	"realm":          {parse: func(h *Handler, d *caddyfile.Dispenser) error { return oneArg(d, &h.Realm) }},
+	"username":       {parse: func(h *Handler, d *caddyfile.Dispenser) error { return oneArg(d, &h.Username) }},
+	"password":       {parse: func(h *Handler, d *caddyfile.Dispenser) error { return oneArg(d, &h.Password) }},
+	"api_key":        {parse: func(h *Handler, d *caddyfile.Dispenser) error { return oneArg(d, &h.APIKey) }},
+	"client_id":      {parse: func(h *Handler, d *caddyfile.Dispenser) error { return oneArg(d, &h.ClientID) }},
+	"client_secret":  {parse: func(h *Handler, d *caddyfile.Dispenser) error { return oneArg(d, &h.ClientSecret) }},
+	"require_header": {parse: func(h *Handler, d *caddyfile.Dispenser) error { return oneArg(d, &h.RequireHeader) }},
+	"refresh_before": {parse: func(h *Handler, d *caddyfile.Dispenser) error { return durationArg(d, &h.RefreshBefore) }},
+	"timeout":        {parse: func(h *Handler, d *caddyfile.Dispenser) error { return durationArg(d, &h.Timeout) }},
+	"replay_max_body": {parse: func(h *Handler, d *caddyfile.Dispenser) error {
+		var val string
+		if err := oneArg(d, &val); err != nil {
+			return err
+		}
+		if val == "off" {
+			h.ReplayMaxBody = -1
+			return nil
+		}
+		size, err := humanize.ParseBytes(val)
+		if err != nil || size == 0 || size > 1<<40 {
+			return d.Errf("replay_max_body: want a size such as 4MiB, or off, got %q", val)
+		}
+		h.ReplayMaxBody = int64(size)
+		return nil
+	}},
+	"client_authorization": {parse: func(h *Handler, d *caddyfile.Dispenser) error {
+		if err := oneArg(d, &h.ClientAuthorization); err != nil {
+			return err
+		}
+		switch h.ClientAuthorization {
+		case ClientAuthOverwrite, ClientAuthKeep, ClientAuthReject:
+			return nil
+		}
+		return d.Errf("client_authorization: want overwrite, keep or reject, got %q", h.ClientAuthorization)
+	}},
+	"sign_out_on_stop": {parse: func(h *Handler, d *caddyfile.Dispenser) error {
+		var val string
+		if err := oneArg(d, &val); err != nil {
+			return err
+		}
+		if val != "on" && val != "off" {
+			return d.Errf("sign_out_on_stop: want on or off, got %q", val)
+		}
+		on := val == "on"
+		h.SignOutOnStop = &on
+		return nil
+	}},
+	"tls_insecure_skip_verify": {parse: func(h *Handler, d *caddyfile.Dispenser) error { return noArgs(d, &h.TLSInsecureSkipVerify) }},
+	"pass_sign_out":            {parse: func(h *Handler, d *caddyfile.Dispenser) error { return noArgs(d, &h.PassSignOut) }},
+	"tls_trusted_ca_certs": {repeatable: true, parse: func(h *Handler, d *caddyfile.Dispenser) error {
+		return listArgs(d, &h.TLSTrustedCACerts)
+	}},
+	"allowed_hosts":   {repeatable: true, parse: func(h *Handler, d *caddyfile.Dispenser) error { return listArgs(d, &h.AllowedHosts) }},
+	"allowed_origins": {repeatable: true, parse: func(h *Handler, d *caddyfile.Dispenser) error { return listArgs(d, &h.AllowedOrigins) }},
+	"paths":           {repeatable: true, parse: func(h *Handler, d *caddyfile.Dispenser) error { return listArgs(d, &h.Paths) }},
+}
+
+// subdirectiveNames are the names of subdirectives, sorted, so that of two
+// names equally close to a typo the same one is suggested every time.
+var subdirectiveNames = sync.OnceValue(func() []string {
+	return slices.Sorted(maps.Keys(subdirectives))
+})
 
 // oneArg reads the option's only value into dst.
 func oneArg(d *caddyfile.Dispenser, dst *string) error {
