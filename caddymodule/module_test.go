@@ -239,8 +239,8 @@ func TestFailureMessages(t *testing.T) {
 			h.Timeout = caddy.Duration(100 * time.Millisecond)
 			return h
 		}(), []string{"timed out"}},
-		{"untrusted", simHandler(tlsSrv.URL), []string{"TLS verification", "unknown authority"}},
-		{"hostname mismatch", func() *Handler { h := simHandler(mismatch.URL); h.TLSTrustedCACerts = []string{caFile}; return h }(), []string{"TLS verification", "127.0.0.1"}},
+		{"untrusted", simHandler(tlsSrv.URL), []string{"is not trusted", "unknown authority", "; name its CA with tls_trusted_ca_certs (apic-proxy --ca-cert)"}},
+		{"hostname mismatch", func() *Handler { h := simHandler(mismatch.URL); h.TLSTrustedCACerts = []string{caFile}; return h }(), []string{"is not trusted", "127.0.0.1", "; give the server by a name the certificate is for"}},
 		{"wrong password", func() *Handler { h := simHandler(goodSrv.URL); h.Password = "wr0ng-pa55word-1"; return h }(), []string{"refused the credentials (password grant): status 401: Invalid username or password."}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

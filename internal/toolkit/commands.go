@@ -271,6 +271,11 @@ func (o serverOptions) httpClient(stderr io.Writer) (*http.Client, error) {
 	return hc, nil
 }
 
+// client is the platform API client of the server for creds, over hc.
+func (o serverOptions) client(creds apic.Credentials, hc *http.Client) *apic.Client {
+	return &apic.Client{Server: o.Server, Credentials: creds, HTTP: hc, CAOption: "--ca-cert"}
+}
+
 // withTimeout calls f with a context bounded by d.
 func withTimeout[T any](ctx context.Context, d time.Duration, f func(context.Context) (T, error)) (T, error) {
 	ctx, cancel := context.WithTimeout(ctx, d)
@@ -437,7 +442,7 @@ func runAPICToken(ctx context.Context, o tokenOptions, stdout, stderr io.Writer)
 		return err
 	}
 	defer hc.CloseIdleConnections()
-	c := &apic.Client{Server: o.Server, Credentials: o.Credentials, HTTP: hc}
+	c := o.client(o.Credentials, hc)
 	tok, err := o.login(ctx, c)
 	if err != nil {
 		return err
@@ -582,7 +587,7 @@ func runAPICRegister(ctx context.Context, o registerOptions, stdout, stderr io.W
 		return err
 	}
 	defer hc.CloseIdleConnections()
-	c := &apic.Client{Server: o.Server, Credentials: o.Credentials, HTTP: hc}
+	c := o.client(o.Credentials, hc)
 	tok, err := o.login(ctx, c)
 	if err != nil {
 		return err
@@ -609,7 +614,7 @@ func runAPICRegister(ctx context.Context, o registerOptions, stdout, stderr io.W
 		fmt.Fprintln(stdout, "token request with the new registration: not tried (name a user with --test-username)")
 		return nil
 	}
-	tc := &apic.Client{Server: o.Server, Credentials: *o.Test, HTTP: hc}
+	tc := o.client(*o.Test, hc)
 	ttok, err := withTimeout(ctx, o.Timeout, tc.Login)
 	if err != nil {
 		return fmt.Errorf("the registration %s was created, but a token request with it for %s (realm %s) failed: %w", name, o.Test.Username, o.Test.Realm, err)
@@ -660,7 +665,7 @@ func runAPICRealms(ctx context.Context, o realmsOptions, stdout, stderr io.Write
 		return err
 	}
 	defer hc.CloseIdleConnections()
-	c := &apic.Client{Server: o.Server, HTTP: hc}
+	c := o.client(apic.Credentials{}, hc)
 	var lists []*apic.IdentityProviders
 	for _, scope := range []string{"admin", "provider"} {
 		l, err := withTimeout(ctx, o.Timeout, func(ctx context.Context) (*apic.IdentityProviders, error) {
