@@ -5,9 +5,9 @@
 package caddymodule
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -146,6 +146,9 @@ type resolved struct {
 	insecure      bool
 	caFiles       []string
 	signOutOnStop bool
+	// problems are the fields whose value could not be had, each with
+	// why.
+	problems []string
 }
 
 // Provision resolves placeholders, checks the configuration and joins (or
@@ -169,11 +172,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.guard, err = guard.New(guard.Options{AllowedHosts: h.AllowedHosts, AllowedOrigins: h.AllowedOrigins, RequireHeader: h.RequireHeader, Paths: h.Paths}); err != nil {
 		return err
 	}
+	h.warnLiteralSecrets()
 	cfg, err := h.resolve()
 	if err != nil {
 		return err
 	}
 	if err := cfg.check(); err != nil {
+		return err
+	}
+	if err := checkUpstreams(ctx); err != nil {
 		return err
 	}
 	if plainHTTPBeyondLoopback(cfg.server) {
@@ -203,28 +210,26 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// placeholderRE finds placeholders, to name them in errors without
-// quoting any literal text around them.
-var placeholderRE = regexp.MustCompile(`\{[^{}]+\}`)
-
-// resolve replaces {env.*} and {file.*} placeholders in every string field.
+// resolve replaces {env.*} and {file.*} placeholders in every string
+// field. A field whose value cannot be had (an unset placeholder, a shell
+// variable) is a problem of cfg, all of them reported together by check.
 func (h *Handler) resolve() (*resolved, error) {
 	repl := caddy.NewReplacer()
-	get := func(field, raw string) (string, error) {
-		v, err := repl.ReplaceOrErr(raw, true, true)
-		if err != nil {
-			names := placeholderRE.FindAllString(raw, -1)
-			return "", fmt.Errorf("%s: placeholder %s is unset, empty or unreadable", field, strings.Join(names, ", "))
-		}
-		return v, nil
-	}
 	cfg := &resolved{
 		refreshBefore: time.Duration(h.RefreshBefore),
 		timeout:       time.Duration(h.Timeout),
 		insecure:      h.TLSInsecureSkipVerify,
 		signOutOnStop: h.SignOutOnStop == nil || *h.SignOutOnStop,
 	}
-	var err error
+	get := func(field, raw string) string {
+		v, err := resolvePlaceholders(repl, field, raw)
+		if err != nil {
+			cfg.problems = append(cfg.problems, err.Error())
+			// Counted as given, so that it is not reported missing too.
+			return unresolved
+		}
+		return v
+	}
 	for _, f := range []struct {
 		name string
 		raw  string
@@ -238,40 +243,42 @@ func (h *Handler) resolve() (*resolved, error) {
 		{"client_id", h.ClientID, &cfg.creds.ClientID},
 		{"client_secret", h.ClientSecret, &cfg.creds.ClientSecret},
 	} {
-		if *f.dst, err = get(f.name, f.raw); err != nil {
-			return nil, err
-		}
+		*f.dst = get(f.name, f.raw)
 	}
 	if h.Credentials != "" {
-		path, err := get("credentials", h.Credentials)
-		if err != nil {
-			return nil, err
-		}
-		tk, err := apic.LoadToolkitCredentials(path)
-		if err != nil {
-			return nil, err
-		}
-		if cfg.server == "" {
-			cfg.server = tk.Server
-		}
-		if cfg.creds.ClientID == "" {
-			cfg.creds.ClientID, cfg.creds.ClientSecret = tk.ClientID, tk.ClientSecret
+		switch path := get("credentials", h.Credentials); path {
+		case unresolved:
+			// What the file would give is not missing either.
+			for _, dst := range []*string{&cfg.server, &cfg.creds.ClientID, &cfg.creds.ClientSecret} {
+				if *dst == "" {
+					*dst = unresolved
+				}
+			}
+		default:
+			tk, err := apic.LoadToolkitCredentials(path)
+			if err != nil {
+				return nil, err
+			}
+			if cfg.server == "" {
+				cfg.server = tk.Server
+			}
+			if cfg.creds.ClientID == "" {
+				cfg.creds.ClientID, cfg.creds.ClientSecret = tk.ClientID, tk.ClientSecret
+			}
 		}
 	}
-	if cfg.name, err = get("name", h.Name); err != nil {
-		return nil, err
-	}
+	cfg.name = get("name", h.Name)
 	for i, p := range h.TLSTrustedCACerts {
-		v, err := get(fmt.Sprintf("tls_trusted_ca_certs[%d]", i), p)
-		if err != nil {
-			return nil, err
-		}
-		cfg.caFiles = append(cfg.caFiles, v)
+		cfg.caFiles = append(cfg.caFiles, get(fmt.Sprintf("tls_trusted_ca_certs[%d]", i), p))
 	}
 	return cfg, nil
 }
 
-// check reports what is missing or contradictory, naming the fields.
+// unresolved stands for a field's value that could not be had.
+const unresolved = "\x00unresolved"
+
+// check reports what is missing or contradictory, naming the fields: all
+// that is missing and every field whose value could not be had, at once.
 func (c *resolved) check() error {
 	if c.creds.APIKey != "" && (c.creds.Username != "" || c.creds.Password != "") {
 		return fmt.Errorf("set either api_key or username and password, not both")
@@ -280,6 +287,16 @@ func (c *resolved) check() error {
 	if c.server == "" {
 		// One list names all that is missing, the server first.
 		err = apic.WithMissing(err, "server")
+	}
+	var missing *apic.MissingError
+	if errors.As(err, &missing) || len(c.problems) > 0 {
+		var all []string
+		if missing != nil {
+			all = append(all, missing.Error())
+		}
+		// Any other problem of the credentials may come of a value
+		// that could not be had: it waits.
+		return errors.New(strings.Join(append(all, c.problems...), "; "))
 	}
 	if err != nil {
 		return err
