@@ -7,6 +7,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/apic-tools/apic-auth-proxy/internal/suggest"
 )
 
 func init() {
@@ -143,13 +145,27 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "paths":
 			err = listArgs(d, &h.Paths)
 		default:
-			return d.Errf("unknown subdirective %q", opt)
+			if near := suggest.Closest(opt, subdirectiveNames); near != "" {
+				return d.Errf("unknown option %q: did you mean %s?", opt, near)
+			}
+			return d.Errf("unknown option %q", opt)
 		}
 		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// subdirectiveNames are the options the switch of UnmarshalCaddyfile
+// knows, sorted, for the hint after a typo (of two names equally close,
+// the same one is suggested every time). TestSyntaxNamesEveryOption
+// keeps it, the switch and the syntax above in step.
+var subdirectiveNames = []string{
+	"allowed_hosts", "allowed_origins", "api_key", "apic_config_file", "client_authorization",
+	"client_id", "client_secret", "credentials", "name", "pass_sign_out", "password", "paths",
+	"realm", "refresh_before", "replay_max_body", "require_header", "server", "sign_out_on_stop",
+	"timeout", "tls_insecure_skip_verify", "tls_trusted_ca_certs", "token_file", "username",
 }
 
 // oneArg reads the option's only value into dst.

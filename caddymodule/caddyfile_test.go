@@ -1,10 +1,12 @@
 package caddymodule
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -90,7 +92,11 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		name, input, want string
 	}{
 		{"argument on the directive", `apic_auth https://x { }`, "wrong argument count"},
-		{"unknown subdirective", "apic_auth {\n usernme bob\n}", `unknown subdirective "usernme"`},
+		{"unknown option", "apic_auth {\n usernme bob\n}", `unknown option "usernme": did you mean username?`},
+		{"typo in password", "apic_auth {\n pasword {env.P}\n}", `unknown option "pasword": did you mean password?`},
+		{"swapped letters", "apic_auth {\n tiemout 5s\n}", `unknown option "tiemout": did you mean timeout?`},
+		{"dash for underscore", "apic_auth {\n client-secret {env.S}\n}", `unknown option "client-secret": did you mean client_secret?`},
+		{"a flag's name", "apic_auth {\n ca-cert /ca.pem\n}", `unknown option "ca-cert"`},
 		{"missing value", "apic_auth {\n username\n}", "wrong argument count"},
 		{"extra value", "apic_auth {\n username bob alice\n}", "wrong argument count"},
 		{"duplicate", "apic_auth {\n username bob\n username alice\n}", "username is set twice"},
@@ -147,5 +153,46 @@ func TestCaddyfileAdapt(t *testing.T) {
 				t.Fail()
 			}
 		})
+	}
+}
+
+// TestUnknownOptionWithoutGuess: a name close to none gets no guess.
+func TestUnknownOptionWithoutGuess(t *testing.T) {
+	var h Handler
+	err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("apic_auth {\n certificate /ca.pem\n}"))
+	if err == nil || err.Error() != `unknown option "certificate", at Testfile:2` {
+		t.Fatalf("error %v, want it to end with the unknown option and no guess", err)
+	}
+}
+
+// TestSyntaxNamesEveryOption keeps the syntax in the doc comment of
+// UnmarshalCaddyfile (and so README's) and the parser's options the same.
+func TestSyntaxNamesEveryOption(t *testing.T) {
+	src, err := os.ReadFile("caddyfile.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := regexp.MustCompile(`(?s)//\tapic_auth \[<matcher>\] \{\n(.*?)//\t\}`).FindSubmatch(src)
+	if block == nil {
+		t.Fatal("no syntax block in the doc comment of UnmarshalCaddyfile")
+	}
+	var doc []string
+	for _, line := range strings.Split(strings.TrimSpace(string(block[1])), "\n") {
+		doc = append(doc, strings.Fields(strings.TrimPrefix(line, "//"))[0])
+	}
+	slices.Sort(doc)
+	if !slices.Equal(doc, subdirectiveNames) {
+		t.Errorf("the syntax names %q, subdirectiveNames %q", doc, subdirectiveNames)
+	}
+	// The names in the case clauses of UnmarshalCaddyfile's switch.
+	body := regexp.MustCompile(`(?s)\nfunc \(h \*Handler\) UnmarshalCaddyfile\(.*?\n}\n`).Find(src)
+	known := map[string]bool{}
+	for _, c := range regexp.MustCompile(`(?m)^\t*case (.*):$`).FindAllSubmatch(body, -1) {
+		for _, name := range regexp.MustCompile(`"([a-z_]+)"`).FindAllSubmatch(c[1], -1) {
+			known[string(name[1])] = true
+		}
+	}
+	if got := slices.Sorted(maps.Keys(known)); !slices.Equal(got, subdirectiveNames) {
+		t.Errorf("the switch knows %q, subdirectiveNames %q", got, subdirectiveNames)
 	}
 }

@@ -217,20 +217,22 @@ func listenAddress(from string) (string, error) {
 // TLS settings and its path prefix. The admin API is off and nothing is
 // persisted.
 func (o *proxyOptions) config() (*caddy.Config, string, error) {
-	if o.To == "" {
-		return nil, "", errors.New("--to (or APIC_SERVER) is required: the API Connect platform API base URL")
-	}
-	if err := apic.CheckServer(o.To); err != nil {
-		return nil, "", fmt.Errorf("--to: %v", err)
-	}
 	creds := apic.Credentials{ClientID: o.ClientID, ClientSecret: o.ClientSecret}
 	if o.APIKey != "" {
 		creds.APIKey = o.APIKey
 	} else {
 		creds.Realm, creds.Username, creds.Password = o.Realm, o.Username, o.Password
 	}
-	if err := creds.Check(toolkit.LoginNames()); err != nil {
+	err := creds.Check(o.To, toolkit.LoginNames())
+	if o.To == "" {
+		// One list names all that is missing, the server first.
+		err = apic.WithMissing(err, "--to (APIC_SERVER: the API Connect platform API base URL)")
+	}
+	if err != nil {
 		return nil, "", err
+	}
+	if err := apic.CheckServer(o.To); err != nil {
+		return nil, "", fmt.Errorf("--to: %v", err)
 	}
 	listen, err := listenAddress(o.From)
 	if err != nil {

@@ -42,10 +42,11 @@ func TestQuickStartConfigErrors(t *testing.T) {
 		opts proxyOptions
 		want string
 	}{
-		{proxyOptions{}, "--to (or APIC_SERVER) is required"},
-		{proxyOptions{To: "https://h/api"}, "--to: give the base URL without the trailing /api"},
+		{proxyOptions{}, "missing --to (APIC_SERVER: the API Connect platform API base URL), --username (APIC_USERNAME), a password (APIC_PASSWORD, --password-file or standard input), --realm (APIC_REALM), --client-id (APIC_CLIENT_ID), a client secret (APIC_CLIENT_SECRET or --client-secret-file)"},
+		{proxyOptions{APIKey: "{env.K}", ClientID: "id"}, "missing --to (APIC_SERVER: the API Connect platform API base URL), a client secret (APIC_CLIENT_SECRET or --client-secret-file)"},
+		{proxyOptions{To: "https://h/api", APIKey: "{env.K}", ClientID: "id", ClientSecret: "{env.S}"}, "--to: give the base URL without the trailing /api"},
 		{proxyOptions{To: "https://h"}, "missing --username (APIC_USERNAME), a password (APIC_PASSWORD, --password-file or standard input), --realm (APIC_REALM), --client-id (APIC_CLIENT_ID), a client secret (APIC_CLIENT_SECRET or --client-secret-file)"},
-		{proxyOptions{To: "https://h", Realm: "consumer:org:cat/cat-idp", Username: "u", Password: "{env.P}", ClientID: "id", ClientSecret: "{env.S}"}, `--realm (APIC_REALM): want admin/<idp> or provider/<idp>, got "consumer:org:cat/cat-idp": consumer realms are for the consumer API`},
+		{proxyOptions{To: "https://h", Realm: "consumer:org:cat/cat-idp", Username: "u", Password: "{env.P}", ClientID: "id", ClientSecret: "{env.S}"}, `--realm (APIC_REALM) "consumer:org:cat/cat-idp": consumer realms are for the consumer API, and the proxy logs in to the platform API: want <scope>/<identity provider>, scope admin (Cloud Manager) or provider (API Manager), e.g. provider/default-idp-2; list them with apic-auth-proxy apic-realms --server https://h`},
 		{proxyOptions{To: "https://h", APIKey: "{env.K}", ClientID: "id", ClientSecret: "{env.S}", From: "9080"}, "--from: want host:port"},
 	} {
 		if _, _, err := tc.opts.config(); err == nil || !strings.Contains(err.Error(), tc.want) {

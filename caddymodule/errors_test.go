@@ -37,7 +37,7 @@ func TestErrorMessage(t *testing.T) {
 		{
 			"bad realm",
 			"{\n\tadmin off\n}\nhttp://127.0.0.1:0 {\n\t" + handler("nonsense", "x") + "\n\trespond ok\n}\n",
-			`apic_auth: realm: want admin/<idp> or provider/<idp>, such as provider/default-idp-2, got "nonsense"` + "\nin server srv0, route 0 > 0",
+			`apic_auth: realm "nonsense": want <scope>/<identity provider>, scope admin (Cloud Manager) or provider (API Manager), e.g. provider/default-idp-2; list them with apic-auth-proxy apic-realms --server https://apim.example.com` + "\nin server srv0, route 0 > 0",
 		},
 		{
 			"unset placeholder in a handle block of the second site",

@@ -81,7 +81,7 @@ func newIdentity(c *resolved) (*identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tls_trusted_ca_certs: %v", err)
 	}
-	client := &apic.Client{Server: c.server, Credentials: c.creds, HTTP: hc}
+	client := &apic.Client{Server: c.server, Credentials: c.creds, HTTP: hc, CAOption: "tls_trusted_ca_certs (apic-proxy --ca-cert)"}
 	id := &identity{server: c.server, realm: c.creds.Realm, user: c.creds.Username, grant: c.creds.Grant(), http: hc, client: client, scrub: client.Scrubber()}
 	if c.creds.APIKey != "" {
 		id.user = "(api key)"

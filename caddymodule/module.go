@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -176,6 +175,9 @@ type resolved struct {
 	// identity's: not in poolKey, so that handlers that differ only in
 	// them share one session.
 	sinkPaths [2]string
+	// problems are the fields whose value could not be had, each with
+	// why.
+	problems []string
 }
 
 // Provision resolves placeholders, checks the configuration and joins (or
@@ -199,11 +201,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.guard, err = guard.New(guard.Options{AllowedHosts: h.AllowedHosts, AllowedOrigins: h.AllowedOrigins, RequireHeader: h.RequireHeader, Paths: h.Paths}); err != nil {
 		return err
 	}
+	h.warnLiteralSecrets()
 	cfg, err := h.resolve()
 	if err != nil {
 		return err
 	}
 	if err := cfg.check(); err != nil {
+		return err
+	}
+	if err := checkUpstreams(ctx); err != nil {
 		return err
 	}
 	if plainHTTPBeyondLoopback(cfg.server) {
@@ -242,28 +248,26 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// placeholderRE finds placeholders, to name them in errors without
-// quoting any literal text around them.
-var placeholderRE = regexp.MustCompile(`\{[^{}]+\}`)
-
-// resolve replaces {env.*} and {file.*} placeholders in every string field.
+// resolve replaces {env.*} and {file.*} placeholders in every string
+// field. A field whose value cannot be had (an unset placeholder, a shell
+// variable) is a problem of cfg, all of them reported together by check.
 func (h *Handler) resolve() (*resolved, error) {
 	repl := caddy.NewReplacer()
-	get := func(field, raw string) (string, error) {
-		v, err := repl.ReplaceOrErr(raw, true, true)
-		if err != nil {
-			names := placeholderRE.FindAllString(raw, -1)
-			return "", fmt.Errorf("%s: placeholder %s is unset, empty or unreadable", field, strings.Join(names, ", "))
-		}
-		return v, nil
-	}
 	cfg := &resolved{
 		refreshBefore: time.Duration(h.RefreshBefore),
 		timeout:       time.Duration(h.Timeout),
 		insecure:      h.TLSInsecureSkipVerify,
 		signOutOnStop: h.SignOutOnStop == nil || *h.SignOutOnStop,
 	}
-	var err error
+	get := func(field, raw string) string {
+		v, err := resolvePlaceholders(repl, field, raw)
+		if err != nil {
+			cfg.problems = append(cfg.problems, err.Error())
+			// Counted as given, so that it is not reported missing too.
+			return unresolved
+		}
+		return v
+	}
 	for _, f := range []struct {
 		name string
 		raw  string
@@ -277,38 +281,41 @@ func (h *Handler) resolve() (*resolved, error) {
 		{"client_id", h.ClientID, &cfg.creds.ClientID},
 		{"client_secret", h.ClientSecret, &cfg.creds.ClientSecret},
 	} {
-		if *f.dst, err = get(f.name, f.raw); err != nil {
-			return nil, err
-		}
+		*f.dst = get(f.name, f.raw)
 	}
 	if h.Credentials != "" {
-		path, err := get("credentials", h.Credentials)
-		if err != nil {
-			return nil, err
-		}
-		tk, err := apic.LoadToolkitCredentials(path)
-		if err != nil {
-			return nil, err
-		}
-		if cfg.server == "" {
-			cfg.server = tk.Server
-		}
-		if cfg.creds.ClientID == "" {
-			cfg.creds.ClientID, cfg.creds.ClientSecret = tk.ClientID, tk.ClientSecret
+		switch path := get("credentials", h.Credentials); path {
+		case unresolved:
+			// What the file would give is not missing either.
+			for _, dst := range []*string{&cfg.server, &cfg.creds.ClientID, &cfg.creds.ClientSecret} {
+				if *dst == "" {
+					*dst = unresolved
+				}
+			}
+		default:
+			tk, err := apic.LoadToolkitCredentials(path)
+			if err != nil {
+				return nil, err
+			}
+			if cfg.server == "" {
+				cfg.server = tk.Server
+			}
+			if cfg.creds.ClientID == "" {
+				cfg.creds.ClientID, cfg.creds.ClientSecret = tk.ClientID, tk.ClientSecret
+			}
 		}
 	}
-	if cfg.name, err = get("name", h.Name); err != nil {
-		return nil, err
-	}
+	cfg.name = get("name", h.Name)
 	for i, raw := range []string{h.TokenFile, h.APICConfigFile} {
 		name := sinkOptions[i].name
 		if raw == "" {
 			continue
 		}
-		path, err := get(name, raw)
-		if err != nil {
-			return nil, err
+		path := get(name, raw)
+		if path == unresolved {
+			continue
 		}
+		var err error
 		if cfg.sinkPaths[i], err = tokensink.Resolve(path); err != nil {
 			return nil, fmt.Errorf("%s: %v", name, err)
 		}
@@ -317,29 +324,34 @@ func (h *Handler) resolve() (*resolved, error) {
 		return nil, fmt.Errorf("token_file and apic_config_file name the same file, %s: a file holds one format", p)
 	}
 	for i, p := range h.TLSTrustedCACerts {
-		v, err := get(fmt.Sprintf("tls_trusted_ca_certs[%d]", i), p)
-		if err != nil {
-			return nil, err
-		}
-		cfg.caFiles = append(cfg.caFiles, v)
+		cfg.caFiles = append(cfg.caFiles, get(fmt.Sprintf("tls_trusted_ca_certs[%d]", i), p))
 	}
 	return cfg, nil
 }
 
-// check reports what is missing or contradictory, naming the fields.
+// unresolved stands for a field's value that could not be had.
+const unresolved = "\x00unresolved"
+
+// check reports what is missing or contradictory, naming the fields: all
+// that is missing and every field whose value could not be had, at once.
 func (c *resolved) check() error {
 	if c.creds.APIKey != "" && (c.creds.Username != "" || c.creds.Password != "") {
 		return fmt.Errorf("set either api_key or username and password, not both")
 	}
-	err := c.creds.Check(configNames)
+	err := c.creds.Check(c.server, configNames)
 	if c.server == "" {
 		// One list names all that is missing, the server first.
-		var missing *apic.MissingError
-		if !errors.As(err, &missing) {
-			missing = &apic.MissingError{}
+		err = apic.WithMissing(err, "server")
+	}
+	var missing *apic.MissingError
+	if errors.As(err, &missing) || len(c.problems) > 0 {
+		var all []string
+		if missing != nil {
+			all = append(all, missing.Error())
 		}
-		missing.Names = append([]string{"server"}, missing.Names...)
-		err = missing
+		// Any other problem of the credentials may come of a value
+		// that could not be had: it waits.
+		return errors.New(strings.Join(append(all, c.problems...), "; "))
 	}
 	if err != nil {
 		return err

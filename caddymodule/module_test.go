@@ -87,8 +87,8 @@ func TestProvisionErrors(t *testing.T) {
 		{"trailing api", full(func(h *Handler) { h.Server = "https://apim.example.com/api" }), []string{"server: give the base URL without the trailing /api"}},
 		{"credentials in URL", full(func(h *Handler) { h.Server = "https://u:" + secret + "@apim.example.com" }), []string{"server: the URL must not carry credentials"}},
 		{"no scheme", full(func(h *Handler) { h.Server = "apim.example.com" }), []string{"server: want an http:// or https:// URL"}},
-		{"bad realm", full(func(h *Handler) { h.Realm = "default-idp-2" }), []string{`realm: want admin/<idp> or provider/<idp>, such as provider/default-idp-2, got "default-idp-2"`}},
-		{"realm without identity provider", full(func(h *Handler) { h.Realm = "provider/" }), []string{`realm: want admin/<idp> or provider/<idp>`}},
+		{"bad realm", full(func(h *Handler) { h.Realm = "default-idp-2" }), []string{`realm "default-idp-2": want <scope>/<identity provider>, scope admin (Cloud Manager) or provider (API Manager), e.g. provider/default-idp-2; list them with apic-auth-proxy apic-realms --server https://apim.example.com`}},
+		{"realm without identity provider", full(func(h *Handler) { h.Realm = "provider/" }), []string{`realm "provider/": want <scope>/<identity provider>`}},
 		{"insecure and CA", full(func(h *Handler) { h.TLSInsecureSkipVerify, h.TLSTrustedCACerts = true, []string{"/x.pem"} }), []string{"exclude each other"}},
 		{"unreadable CA", full(func(h *Handler) { h.TLSTrustedCACerts = []string{"/nonexistent/ca.pem"} }), []string{"tls_trusted_ca_certs"}},
 	} {
@@ -239,8 +239,8 @@ func TestFailureMessages(t *testing.T) {
 			h.Timeout = caddy.Duration(100 * time.Millisecond)
 			return h
 		}(), []string{"timed out"}},
-		{"untrusted", simHandler(tlsSrv.URL), []string{"TLS verification", "unknown authority"}},
-		{"hostname mismatch", func() *Handler { h := simHandler(mismatch.URL); h.TLSTrustedCACerts = []string{caFile}; return h }(), []string{"TLS verification", "127.0.0.1"}},
+		{"untrusted", simHandler(tlsSrv.URL), []string{"is not trusted", "unknown authority", "; name its CA with tls_trusted_ca_certs (apic-proxy --ca-cert)"}},
+		{"hostname mismatch", func() *Handler { h := simHandler(mismatch.URL); h.TLSTrustedCACerts = []string{caFile}; return h }(), []string{"is not trusted", "127.0.0.1", "; give the server by a name the certificate is for"}},
 		{"wrong password", func() *Handler { h := simHandler(goodSrv.URL); h.Password = "wr0ng-pa55word-1"; return h }(), []string{"refused the credentials (password grant): status 401: Invalid username or password."}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -751,19 +751,40 @@ func (e *env) loggedEvents() []event {
 // environment.
 func (e *env) adapt(caddyfileText string) []byte {
 	e.t.Helper()
-	file := filepath.Join(e.dir, "adapt.Caddyfile")
+	out, stderr, err := e.tool("adapt", caddyfileText)
+	if err != nil {
+		e.t.Fatalf("adapt: %v\n%s", err, stderr)
+	}
+	return out
+}
+
+// validate runs the binary's validate on a Caddyfile, in the proxy's
+// environment, and returns what it wrote (its log and its error) and
+// whether the config is valid.
+func (e *env) validate(caddyfileText string) (string, bool) {
+	e.t.Helper()
+	out, stderr, err := e.tool("validate", caddyfileText)
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		e.t.Fatalf("validate: %v", err)
+	}
+	return string(out) + string(stderr), err == nil
+}
+
+// tool runs the binary's command verb (adapt, validate) on a Caddyfile in
+// the proxy's environment, and returns its standard output and error.
+func (e *env) tool(verb, caddyfileText string) ([]byte, []byte, error) {
+	e.t.Helper()
+	file := filepath.Join(e.dir, verb+".Caddyfile")
 	if err := os.WriteFile(file, []byte(caddyfileText), 0o600); err != nil {
 		e.t.Fatal(err)
 	}
-	cmd := exec.Command(binary(e.t), "adapt", "--config", file, "--adapter", "caddyfile")
+	cmd := exec.Command(binary(e.t), verb, "--config", file, "--adapter", "caddyfile")
 	cmd.Env = e.environ()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
-	if err != nil {
-		e.t.Fatalf("adapt: %v\n%s", err, stderr.Bytes())
-	}
-	return out
+	return out, stderr.Bytes(), err
 }
 
 // upstream is the simulator's front door: it serves the simulator, records

@@ -223,7 +223,7 @@ func TestConfigErrorWithoutCaddysChain(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "Caddyfile"), []byte(badRealm), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	const want = "Error: apic_auth: realm: want admin/<idp> or provider/<idp>, such as provider/default-idp-2, got \"nonsense\"\nin server srv0, route 0 > 0\n"
+	const want = "Error: apic_auth: realm \"nonsense\": want <scope>/<identity provider>, scope admin (Cloud Manager) or provider (API Manager), e.g. provider/default-idp-2; list them with apic-auth-proxy apic-realms --server https://apim.example.com\nin server srv0, route 0 > 0\n"
 	for _, args := range [][]string{
 		{"validate", "--config", "Caddyfile"},
 		{"run", "--config", "Caddyfile"},
@@ -369,7 +369,7 @@ func TestHangupReloadsTheConfigFile(t *testing.T) {
 	// A bad config is refused; the running one stays.
 	write(strings.Replace(badRealm, "http://127.0.0.1:0 {", "http:// {\n\tbind unix/"+sock, 1))
 	p.hangup(t)
-	p.await(t, `"level":"error"`, "reloading config failed; the running config stays", `apic_auth: realm: want admin/<idp>`)
+	p.await(t, `"level":"error"`, "reloading config failed; the running config stays", `apic_auth: realm \"nonsense\": want <scope>/<identity provider>`)
 	if got := get(); got != "three" {
 		t.Fatalf("after a bad config: %q, want three (the running config)", got)
 	}

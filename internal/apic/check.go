@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -44,11 +45,13 @@ func CheckServer(s string) error {
 // that are empty (a *MissingError naming them all), or a realm that is not
 // of the platform API's forms. names gives each field's name in the
 // errors, keyed by the Caddy config's names (realm, username, password,
-// client_id, client_secret); a field it lacks is named by its key.
+// client_id, client_secret); a field it lacks is named by its key. server
+// is the server the login is for, "" when unknown: the error of a bad
+// realm shows how to list that server's realms.
 //
 // The grant is the one Grant picks: with an API key, no username,
 // password or realm is needed. A realm given is checked either way.
-func (c Credentials) Check(names map[string]string) error {
+func (c Credentials) Check(server string, names map[string]string) error {
 	name := func(field string) string {
 		if n, ok := names[field]; ok {
 			return n
@@ -74,8 +77,8 @@ func (c Credentials) Check(names map[string]string) error {
 		return &MissingError{Names: missing}
 	}
 	if c.Realm != "" {
-		if err := checkRealm(c.Realm); err != nil {
-			return fmt.Errorf("%s: %v", name("realm"), err)
+		if err := checkRealm(c.Realm, server); err != nil {
+			return fmt.Errorf("%s %q: %v", name("realm"), c.Realm, err)
 		}
 	}
 	return nil
@@ -85,15 +88,20 @@ func (c Credentials) Check(names map[string]string) error {
 // admin/<idp> (Cloud Manager) or provider/<idp> (API Manager). The
 // consumer API's consumer:<org>:<catalog>/<idp> realms are refused: its
 // token endpoint is not <server>/api/token, the one this package asks.
-func checkRealm(realm string) error {
+func checkRealm(realm, server string) error {
 	scope, idp, _ := strings.Cut(realm, "/")
 	if (scope == "admin" || scope == "provider") && idp != "" {
 		return nil
 	}
-	if strings.HasPrefix(realm, "consumer:") {
-		return fmt.Errorf("want admin/<idp> or provider/<idp>, got %q: consumer realms are for the consumer API, and the proxy logs in to the platform API", realm)
+	if server == "" {
+		server = "<server>"
 	}
-	return fmt.Errorf("want admin/<idp> or provider/<idp>, such as provider/default-idp-2, got %q", realm)
+	const want = "want <scope>/<identity provider>, scope admin (Cloud Manager) or provider (API Manager), e.g. provider/default-idp-2"
+	list := "list them with apic-auth-proxy apic-realms --server " + server
+	if strings.HasPrefix(realm, "consumer:") {
+		return fmt.Errorf("consumer realms are for the consumer API, and the proxy logs in to the platform API: %s; %s", want, list)
+	}
+	return fmt.Errorf("%s; %s", want, list)
 }
 
 // MissingError names the required settings that are empty.
@@ -103,3 +111,19 @@ type MissingError struct {
 }
 
 func (e *MissingError) Error() string { return "missing " + strings.Join(e.Names, ", ") }
+
+// WithMissing adds the settings names, missing too, in front of those err
+// names: a *MissingError is returned with names first. A missing setting
+// is reported before any other problem, so an err that is not a
+// *MissingError (nil or not) gives way to a *MissingError of names alone.
+// Without names, err is returned as it is.
+func WithMissing(err error, names ...string) error {
+	if len(names) == 0 {
+		return err
+	}
+	var missing *MissingError
+	if errors.As(err, &missing) {
+		return &MissingError{Names: append(slices.Clip(names), missing.Names...)}
+	}
+	return &MissingError{Names: names}
+}

@@ -28,14 +28,14 @@ func TestCredentialsCheck(t *testing.T) {
 		{"API key without realm", apiKey, "", nil},
 		{"API key with a realm", func() apic.Credentials { c := apiKey; c.Realm = "admin/default-idp-1"; return c }(), "", nil},
 		// Realms of other forms.
-		{"no scope", login("default-idp-2"), `realm: want admin/<idp> or provider/<idp>, such as provider/default-idp-2, got "default-idp-2"`, nil},
-		{"no identity provider", login("provider/"), `realm: want admin/<idp> or provider/<idp>, such as provider/default-idp-2, got "provider/"`, nil},
-		{"empty scope", login("/default-idp-2"), `realm: want admin/<idp> or provider/<idp>, such as provider/default-idp-2, got "/default-idp-2"`, nil},
-		{"other scope", login("cloud/default-idp-1"), `realm: want admin/<idp> or provider/<idp>, such as provider/default-idp-2, got "cloud/default-idp-1"`, nil},
-		{"scope in capitals", login("Provider/default-idp-2"), `realm: want admin/<idp> or provider/<idp>, such as provider/default-idp-2, got "Provider/default-idp-2"`, nil},
+		{"no scope", login("default-idp-2"), `realm "default-idp-2": want <scope>/<identity provider>, scope admin (Cloud Manager) or provider (API Manager), e.g. provider/default-idp-2; list them with apic-auth-proxy apic-realms --server https://apim.example.com`, nil},
+		{"no identity provider", login("provider/"), `realm "provider/": want <scope>/<identity provider>, scope admin (Cloud Manager) or provider (API Manager), e.g. provider/default-idp-2; list them with apic-auth-proxy apic-realms --server https://apim.example.com`, nil},
+		{"empty scope", login("/default-idp-2"), `realm "/default-idp-2": want <scope>/<identity provider>, scope admin (Cloud Manager) or provider (API Manager), e.g. provider/default-idp-2; list them with apic-auth-proxy apic-realms --server https://apim.example.com`, nil},
+		{"other scope", login("cloud/default-idp-1"), `realm "cloud/default-idp-1": want <scope>/<identity provider>, scope admin (Cloud Manager) or provider (API Manager), e.g. provider/default-idp-2; list them with apic-auth-proxy apic-realms --server https://apim.example.com`, nil},
+		{"scope in capitals", login("Provider/default-idp-2"), `realm "Provider/default-idp-2": want <scope>/<identity provider>, scope admin (Cloud Manager) or provider (API Manager), e.g. provider/default-idp-2; list them with apic-auth-proxy apic-realms --server https://apim.example.com`, nil},
 		{"consumer realm", login("consumer:org:sandbox/sandbox-idp"),
-			`realm: want admin/<idp> or provider/<idp>, got "consumer:org:sandbox/sandbox-idp": consumer realms are for the consumer API, and the proxy logs in to the platform API`, nil},
-		{"API key with a bad realm", func() apic.Credentials { c := apiKey; c.Realm = "x"; return c }(), `realm: want admin/<idp> or provider/<idp>, such as provider/default-idp-2, got "x"`, nil},
+			`realm "consumer:org:sandbox/sandbox-idp": consumer realms are for the consumer API, and the proxy logs in to the platform API: want <scope>/<identity provider>, scope admin (Cloud Manager) or provider (API Manager), e.g. provider/default-idp-2; list them with apic-auth-proxy apic-realms --server https://apim.example.com`, nil},
+		{"API key with a bad realm", func() apic.Credentials { c := apiKey; c.Realm = "x"; return c }(), `realm "x": want <scope>/<identity provider>, scope admin (Cloud Manager) or provider (API Manager), e.g. provider/default-idp-2; list them with apic-auth-proxy apic-realms --server https://apim.example.com`, nil},
 		// Missing fields: all of them named, in one error.
 		{"nothing", apic.Credentials{}, "missing username, password, realm, client_id, client_secret",
 			[]string{"username", "password", "realm", "client_id", "client_secret"}},
@@ -46,7 +46,7 @@ func TestCredentialsCheck(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			err := tc.c.Check(nil)
+			err := tc.c.Check("https://apim.example.com", nil)
 			if tc.want == "" {
 				if err != nil {
 					t.Fatalf("Check = %v, want nil", err)
@@ -69,12 +69,12 @@ func TestCredentialsCheck(t *testing.T) {
 // does not name keeps its key.
 func TestCredentialsCheckNames(t *testing.T) {
 	names := map[string]string{"realm": "--realm (APIC_REALM)", "username": "--username (APIC_USERNAME)"}
-	err := apic.Credentials{Password: "p", ClientSecret: "s"}.Check(names)
+	err := apic.Credentials{Password: "p", ClientSecret: "s"}.Check("", names)
 	if want := "missing --username (APIC_USERNAME), --realm (APIC_REALM), client_id"; err == nil || err.Error() != want {
 		t.Errorf("Check = %v, want %q", err, want)
 	}
-	err = apic.Credentials{Realm: "idp", Username: "u", Password: "p", ClientID: "c", ClientSecret: "s"}.Check(names)
-	if want := `--realm (APIC_REALM): want admin/<idp> or provider/<idp>, such as provider/default-idp-2, got "idp"`; err == nil || err.Error() != want {
+	err = apic.Credentials{Realm: "idp", Username: "u", Password: "p", ClientID: "c", ClientSecret: "s"}.Check("", names)
+	if want := `--realm (APIC_REALM) "idp": want <scope>/<identity provider>, scope admin (Cloud Manager) or provider (API Manager), e.g. provider/default-idp-2; list them with apic-auth-proxy apic-realms --server <server>`; err == nil || err.Error() != want {
 		t.Errorf("Check = %v, want %q", err, want)
 	}
 }
@@ -123,5 +123,32 @@ func TestCheckServer(t *testing.T) {
 			t.Errorf("CheckServer(%q) = %q, want it to say %q", tc.in, err, tc.want)
 		}
 		checkErrorText(t, err.Error(), "s3cret-pw")
+	}
+}
+
+// TestWithMissing: one list names every missing setting, the added ones
+// first, and a missing setting comes before any other problem.
+func TestWithMissing(t *testing.T) {
+	other := errors.New("realm: bad")
+	for _, tc := range []struct {
+		err   error
+		names []string
+		want  error
+	}{
+		{nil, []string{"server"}, &apic.MissingError{Names: []string{"server"}}},
+		{other, []string{"server"}, &apic.MissingError{Names: []string{"server"}}},
+		{&apic.MissingError{Names: []string{"realm", "client_id"}}, []string{"server", "--to"}, &apic.MissingError{Names: []string{"server", "--to", "realm", "client_id"}}},
+		{other, nil, other},
+		{nil, nil, nil},
+	} {
+		got := apic.WithMissing(tc.err, tc.names...)
+		if (got == nil) != (tc.want == nil) || (got != nil && got.Error() != tc.want.Error()) {
+			t.Errorf("WithMissing(%v, %q) = %v, want %v", tc.err, tc.names, got, tc.want)
+		}
+	}
+	names := []string{"a", "b"}
+	_ = apic.WithMissing(&apic.MissingError{Names: []string{"c"}}, names[:1]...)
+	if names[1] != "b" {
+		t.Errorf("WithMissing wrote into the caller's slice: %q", names)
 	}
 }

@@ -61,6 +61,11 @@ type Client struct {
 	// Now is the clock that token expiry is computed with. Default
 	// time.Now.
 	Now func() time.Time
+	// CAOption names the setting that trusts another certificate
+	// authority, such as --ca-cert, for the hint of an Error whose server
+	// certificate is signed by an unknown one. Default: the hint names
+	// none.
+	CAOption string
 }
 
 // tokenRequest is the JSON body of POST /api/token. Only the grant's own

@@ -209,6 +209,7 @@ type errCase struct {
 	status     int
 	message    string        // a substring of one of Messages; "" for no messages
 	cause      string        // a substring of Error()
+	end        string        // the end of Error(), when set
 	retryAfter time.Duration // from the fake now; 0 for none
 	// check, when set, checks more of the error.
 	check func(t *testing.T, e *apic.Error)
@@ -323,14 +324,16 @@ func TestErrorClassification(t *testing.T) {
 				// The system roots, which do not hold the simulator's authority.
 				return &apic.Client{Server: ts.URL, Credentials: developer(), HTTP: newHTTPClient(t, nil)}, testCtx(t)
 			},
-			kind: apic.KindTLS, cause: "failed TLS verification: ", check: errIs[x509.UnknownAuthorityError],
+			kind: apic.KindTLS, cause: ": the certificate of 127.0.0.1:", check: errIs[x509.UnknownAuthorityError],
+			end: "is not trusted: x509: certificate signed by unknown authority; trust its CA",
 		},
 		{
 			name: "certificate for another host",
 			setup: func(t *testing.T) (*apic.Client, context.Context) {
 				return tlsSimClient(t, "otherhost"), testCtx(t)
 			},
-			kind: apic.KindTLS, cause: "failed TLS verification: ", check: errIs[x509.HostnameError],
+			kind: apic.KindTLS, cause: ": the certificate of 127.0.0.1:", check: errIs[x509.HostnameError],
+			end: "is not trusted: x509: cannot validate certificate for 127.0.0.1 because it doesn't contain any IP SANs; give the server by a name the certificate is for",
 		},
 		{
 			name: "200 with HTML", setup: simClient(developer(), apicsim.Fault{Body: "<html><body>Gateway</body></html>", ContentType: "text/html"}),
@@ -364,6 +367,9 @@ func TestErrorClassification(t *testing.T) {
 			if want := tc.kind == apic.KindRefused; ae.Refused() != want {
 				t.Errorf("Refused() = %v, want %v", ae.Refused(), want)
 			}
+			if want := tc.kind == apic.KindRefused || tc.kind == apic.KindTLS; ae.Lasting() != want {
+				t.Errorf("Lasting() = %v, want %v", ae.Lasting(), want)
+			}
 			if ae.Grant != apic.GrantPassword {
 				t.Errorf("Grant = %q, want password", ae.Grant)
 			}
@@ -387,7 +393,10 @@ func TestErrorClassification(t *testing.T) {
 			if !strings.Contains(msg, tc.cause) {
 				t.Errorf("Error() = %q, want it to say %q", msg, tc.cause)
 			}
-			if !strings.HasPrefix(msg, "token endpoint "+ae.URL+" ") {
+			if tc.end != "" && !strings.HasSuffix(msg, tc.end) {
+				t.Errorf("Error() = %q, want it to end with %q", msg, tc.end)
+			}
+			if !strings.HasPrefix(msg, "token endpoint "+ae.URL+" ") && !strings.HasPrefix(msg, "token endpoint "+ae.URL+": ") {
 				t.Errorf("Error() = %q, want it to name the endpoint first", msg)
 			}
 			checkErrorText(t, msg, secrets...)
@@ -598,5 +607,58 @@ func TestCredentialsGrant(t *testing.T) {
 	}
 	if g := (apic.Credentials{APIKey: "k"}).Grant(); g != apic.GrantAPIKey {
 		t.Errorf("Grant() = %q, want api_key", g)
+	}
+}
+
+// TestTLSHints: each TLS failure of a real handshake names the host and
+// ends with what fixes it.
+func TestTLSHints(t *testing.T) {
+	trusted := func(t *testing.T, at time.Time) *apic.Client {
+		c := tlsSimClient(t, "127.0.0.1")
+		tr := c.HTTP.Transport.(*http.Transport)
+		tr.TLSClientConfig.Time = func() time.Time { return at }
+		return c
+	}
+	plain := httptest.NewServer(http.NotFoundHandler())
+	defer plain.Close()
+	for _, tc := range []struct {
+		name   string
+		client func(t *testing.T) *apic.Client
+		say    []string
+		hint   string
+	}{
+		{"unknown authority", func(t *testing.T) *apic.Client {
+			_, ts, _ := simtest.StartTLS(t, []string{"127.0.0.1"})
+			return &apic.Client{Server: ts.URL, Credentials: developer(), HTTP: newHTTPClient(t, nil), CAOption: "--ca-cert"}
+		}, []string{"is not trusted: x509: certificate signed by unknown authority"}, "; name its CA with --ca-cert"},
+		{"expired", func(t *testing.T) *apic.Client { return trusted(t, time.Now().AddDate(30, 0, 0)) },
+			[]string{"is not trusted: x509: certificate has expired or is not yet valid"}, "; renew the server's certificate, or set this machine's clock right"},
+		{"not yet valid", func(t *testing.T) *apic.Client { return trusted(t, time.Now().AddDate(-30, 0, 0)) },
+			[]string{"is not trusted: x509: certificate has expired or is not yet valid"}, "; renew the server's certificate, or set this machine's clock right"},
+		{"plain HTTP", func(t *testing.T) *apic.Client {
+			return &apic.Client{Server: "https://" + plain.Listener.Addr().String(), Credentials: developer(), HTTP: newHTTPClient(t, nil)}
+		}, []string{plain.Listener.Addr().String() + " does not answer in TLS: http: server gave HTTP response to HTTPS client"}, "; if it speaks plain HTTP, give the server as http://"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := tc.client(t)
+			_, err := c.Login(testCtx(t))
+			ae := asAPICError(t, err)
+			if ae.Kind != apic.KindTLS || !ae.Lasting() || ae.Refused() {
+				t.Fatalf("%v: kind %v, Lasting %v, Refused %v; want a lasting TLS failure, not a refusal", err, ae.Kind, ae.Lasting(), ae.Refused())
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, "token endpoint "+c.Server+"/api/token: ") || !strings.HasSuffix(msg, tc.hint) {
+				t.Errorf("Error() = %q, want the endpoint first and %q last", msg, tc.hint)
+			}
+			for _, s := range tc.say {
+				if !strings.Contains(msg, s) {
+					t.Errorf("Error() = %q, want it to say %q", msg, s)
+				}
+			}
+			if strings.Contains(msg, "tls: failed to verify certificate") {
+				t.Errorf("Error() = %q repeats Go's wrapping", msg)
+			}
+			checkErrorText(t, msg, apicsim.DefaultProviderPassword, apicsim.DefaultClientSecret)
+		})
 	}
 }

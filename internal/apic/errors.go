@@ -19,8 +19,10 @@ import (
 type Kind int
 
 // Kinds of failure. Refused means the server will not do it for these
-// credentials or this request and asking again soon will not help; every
-// other kind may heal by itself.
+// credentials or this request, and TLS that the server's certificate is
+// not trusted (or that it does not speak TLS): asking again soon will not
+// help either way (see Error.Lasting). Every other kind may heal by
+// itself.
 const (
 	KindUnreachable Kind = iota + 1 // no connection: refused, no route, DNS
 	KindTimeout                     // no answer in time
@@ -83,11 +85,19 @@ type Error struct {
 	// did not say).
 	RetryAt time.Time
 	Err     error
+	// Hint says what fixes the failure, when it is known; the text ends
+	// with it.
+	Hint string
 }
 
 // Refused reports whether the server refused the credentials or the
 // request, so that asking again soon would not help.
 func (e *Error) Refused() bool { return e.Kind == KindRefused }
+
+// Lasting reports whether the failure lasts until someone changes the
+// configuration or the server: the credentials or the request were
+// refused, or the server's certificate is not trusted.
+func (e *Error) Lasting() bool { return e.Kind == KindRefused || e.Kind == KindTLS }
 
 // RetryAfter is when the server asked to be called again: zero when it did
 // not say.
@@ -105,9 +115,12 @@ func (e *Error) ServerMessage() string { return strings.Join(e.Messages, "; ") }
 // "<method> <url>:".
 func (e *Error) Error() string {
 	var b strings.Builder
-	if e.Grant != "" {
+	switch {
+	case e.Kind == KindTLS:
+		e.tlsText(&b)
+	case e.Grant != "":
 		e.tokenText(&b)
-	} else {
+	default:
 		e.callText(&b)
 	}
 	if len(e.Messages) > 0 {
@@ -116,7 +129,29 @@ func (e *Error) Error() string {
 	if e.Err != nil {
 		fmt.Fprintf(&b, ": %v", e.Err)
 	}
+	if e.Hint != "" {
+		fmt.Fprintf(&b, "; %s", e.Hint)
+	}
 	return b.String()
+}
+
+// tlsText names the endpoint, then the host whose certificate is not
+// trusted (or that did not speak TLS).
+func (e *Error) tlsText(b *strings.Builder) {
+	if e.Grant != "" {
+		fmt.Fprintf(b, "token endpoint %s: ", e.URL)
+	} else {
+		fmt.Fprintf(b, "%s %s: ", e.Method, e.URL)
+	}
+	host := e.URL
+	if u, err := url.Parse(e.URL); err == nil && u.Host != "" {
+		host = u.Host
+	}
+	if notTLS(e.Err) {
+		fmt.Fprintf(b, "%s does not answer in TLS", host)
+		return
+	}
+	fmt.Fprintf(b, "the certificate of %s is not trusted", host)
 }
 
 func (e *Error) tokenText(b *strings.Builder) {
@@ -125,8 +160,6 @@ func (e *Error) tokenText(b *strings.Builder) {
 		fmt.Fprintf(b, "token endpoint %s unreachable", e.URL)
 	case KindTimeout:
 		fmt.Fprintf(b, "token endpoint %s timed out", e.URL)
-	case KindTLS:
-		fmt.Fprintf(b, "token endpoint %s failed TLS verification", e.URL)
 	case KindRefused:
 		what := "the " + e.Grant + " token request"
 		if e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden {
@@ -155,8 +188,6 @@ func (e *Error) callText(b *strings.Builder) {
 		fmt.Fprintf(b, "%s: unreachable", call)
 	case KindTimeout:
 		fmt.Fprintf(b, "%s: timed out", call)
-	case KindTLS:
-		fmt.Fprintf(b, "%s: TLS verification failed", call)
 	case KindBadResponse:
 		fmt.Fprintf(b, "%s: unusable answer (status %d)", call, e.Status)
 	case KindRefused, KindRateLimited, KindServer:
@@ -183,17 +214,53 @@ func transportKind(ctx context.Context, err error) (Kind, error) {
 		hostErr     x509.HostnameError
 		invalidCert x509.CertificateInvalidError
 		verifyErr   *tls.CertificateVerificationError
-		recordErr   tls.RecordHeaderError
 	)
 	switch {
+	case errors.As(err, &verifyErr):
+		// "tls: failed to verify certificate: x509: ...": the x509 part
+		// says it all.
+		return KindTLS, verifyErr.Err
 	case errors.As(err, &unknownAuth), errors.As(err, &hostErr), errors.As(err, &invalidCert),
-		errors.As(err, &verifyErr), errors.As(err, &recordErr):
+		notTLS(err):
 		return KindTLS, err
 	case errors.Is(err, context.DeadlineExceeded), ctx.Err() != nil,
 		errors.As(err, &netErr) && netErr.Timeout():
 		return KindTimeout, nil
 	}
 	return KindUnreachable, err
+}
+
+// tlsHint says what fixes a TLS failure err: trusting the server's
+// authority with caOption (the setting that does it), naming the server
+// by a name its certificate is for, renewing an expired certificate, or
+// plain http:// for a server that does not speak TLS.
+func tlsHint(err error, caOption string) string {
+	var (
+		unknownAuth x509.UnknownAuthorityError
+		hostErr     x509.HostnameError
+		invalidCert x509.CertificateInvalidError
+	)
+	switch {
+	case errors.As(err, &unknownAuth):
+		if caOption == "" {
+			return "trust its CA"
+		}
+		return "name its CA with " + caOption
+	case errors.As(err, &hostErr):
+		return "give the server by a name the certificate is for"
+	case errors.As(err, &invalidCert) && invalidCert.Reason == x509.Expired:
+		return "renew the server's certificate, or set this machine's clock right"
+	case notTLS(err):
+		return "if it speaks plain HTTP, give the server as http://"
+	}
+	return ""
+}
+
+// notTLS reports whether err says the server answered a TLS handshake
+// with something else: plain HTTP, say.
+func notTLS(err error) bool {
+	var recordErr tls.RecordHeaderError
+	return errors.As(err, &recordErr) || errors.Is(err, http.ErrSchemeMismatch)
 }
 
 // ErrorMessages reads the messages of an API Connect error body,

@@ -2,6 +2,8 @@ package apic_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net/http"
@@ -114,7 +116,11 @@ func TestErrorText(t *testing.T) {
 		// Token requests: Grant is set.
 		{apic.Error{Kind: apic.KindUnreachable, Method: "POST", URL: url, Grant: pw, Err: io.EOF}, "token endpoint https://h/api/token unreachable: EOF"},
 		{apic.Error{Kind: apic.KindTimeout, Method: "POST", URL: url, Grant: pw}, "token endpoint https://h/api/token timed out"},
-		{apic.Error{Kind: apic.KindTLS, Method: "POST", URL: url, Grant: pw, Err: errors.New("x509: bad")}, "token endpoint https://h/api/token failed TLS verification: x509: bad"},
+		{apic.Error{Kind: apic.KindTLS, Method: "POST", URL: url, Grant: pw, Err: errors.New("x509: bad")}, "token endpoint https://h/api/token: the certificate of h is not trusted: x509: bad"},
+		{apic.Error{Kind: apic.KindTLS, Method: "POST", URL: "https://h:9443/api/token", Grant: pw, Err: x509.UnknownAuthorityError{}, Hint: "name its CA with --ca-cert"},
+			"token endpoint https://h:9443/api/token: the certificate of h:9443 is not trusted: x509: certificate signed by unknown authority; name its CA with --ca-cert"},
+		{apic.Error{Kind: apic.KindTLS, Method: "POST", URL: url, Grant: pw, Err: tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"}},
+			"token endpoint https://h/api/token: h does not answer in TLS: tls: first record does not look like a TLS handshake"},
 		{apic.Error{Kind: apic.KindRefused, URL: url, Grant: "password", Status: 401, Messages: []string{"a", "b"}},
 			"token endpoint https://h/api/token refused the credentials (password grant): status 401: a; b"},
 		{apic.Error{Kind: apic.KindRefused, URL: url, Grant: "api_key", Status: 403},
@@ -130,7 +136,7 @@ func TestErrorText(t *testing.T) {
 		// Other calls: no Grant; the method and URL come first.
 		{apic.Error{Kind: apic.KindUnreachable, Method: "GET", URL: call, Err: io.EOF}, "GET https://h/api/me: unreachable: EOF"},
 		{apic.Error{Kind: apic.KindTimeout, Method: "GET", URL: call}, "GET https://h/api/me: timed out"},
-		{apic.Error{Kind: apic.KindTLS, Method: "GET", URL: call, Err: errors.New("x509: bad")}, "GET https://h/api/me: TLS verification failed: x509: bad"},
+		{apic.Error{Kind: apic.KindTLS, Method: "GET", URL: call, Err: errors.New("x509: bad"), Hint: "fix it"}, "GET https://h/api/me: the certificate of h is not trusted: x509: bad; fix it"},
 		{apic.Error{Kind: apic.KindRefused, Method: "GET", URL: call, Status: 401, Messages: []string{"Invalid token."}}, "GET https://h/api/me: status 401: Invalid token."},
 		{apic.Error{Kind: apic.KindRateLimited, Method: "GET", URL: call, Status: 429}, "GET https://h/api/me: status 429"},
 		{apic.Error{Kind: apic.KindServer, Method: "POST", URL: call, Status: 502, Messages: []string{"a", "b"}}, "POST https://h/api/me: status 502: a; b"},

@@ -130,6 +130,9 @@ func (c *Client) send(ctx context.Context, r request) error {
 	resp, err := c.httpClient().Do(req)
 	if err != nil {
 		e.Kind, e.Err = transportKind(ctx, err)
+		if e.Kind == KindTLS {
+			e.Hint = tlsHint(e.Err, c.CAOption)
+		}
 		return e
 	}
 	defer resp.Body.Close()

@@ -2,7 +2,8 @@
 // concurrent users: it fetches the token once when the first request needs
 // it, refreshes it in the background before it expires, backs off when the
 // token endpoint fails, and stops asking for a growing cool-down when the
-// credentials are refused. Requests never wait while a valid token is held.
+// failure lasts (credentials refused, a certificate not trusted). Requests
+// never wait while a valid token is held.
 package session
 
 import (
@@ -54,8 +55,9 @@ type Options struct {
 	// heal (unreachable, timeout, 5xx, 429): it doubles from BackoffMin
 	// with jitter, and a longer Retry-After wins.
 	BackoffMin, BackoffMax time.Duration
-	// CooldownMin and CooldownMax bound the pause after refused
-	// credentials: it doubles from CooldownMin.
+	// CooldownMin and CooldownMax bound the pause after a lasting
+	// failure (refused credentials, an untrusted certificate): it
+	// doubles from CooldownMin.
 	CooldownMin, CooldownMax time.Duration
 	// OnToken is called after each token is obtained, before the callers
 	// waiting for it go on: keep it fast.
@@ -124,7 +126,7 @@ type Manager struct {
 	flight   *flight
 	keep     int // Keep calls not yet released
 	failures int // consecutive failures that may heal
-	refusals int // consecutive refusals
+	lasting  int // consecutive lasting failures
 	lastErr  error
 	retryAt  time.Time
 	// What Status reports.
@@ -276,7 +278,7 @@ func (m *Manager) run(f *flight) {
 	if err == nil {
 		f.tok = m.newToken(tok, grant, now)
 		m.cur.Store(f.tok)
-		m.failures, m.refusals, m.lastErr, m.retryAt = 0, 0, nil, time.Time{}
+		m.failures, m.lasting, m.lastErr, m.retryAt = 0, 0, nil, time.Time{}
 		m.lastObtained = now
 	} else {
 		m.lastErr = err
@@ -348,14 +350,16 @@ func (m *Manager) newToken(tok *apic.Token, grant string, now time.Time) *Token 
 	}
 }
 
-// nextAttempt sets the pause after a failure. Called with m.mu held.
+// nextAttempt sets the pause after a failure: the cool-down after a
+// lasting one, the back-off after one that may heal. Called with m.mu
+// held.
 func (m *Manager) nextAttempt(err error, now time.Time) time.Time {
-	if Refused(err) {
+	if Lasting(err) {
 		m.failures = 0
-		m.refusals++
-		return now.Add(doubled(m.opts.CooldownMin, m.opts.CooldownMax, m.refusals))
+		m.lasting++
+		return now.Add(doubled(m.opts.CooldownMin, m.opts.CooldownMax, m.lasting))
 	}
-	m.refusals = 0
+	m.lasting = 0
 	m.failures++
 	d := doubled(m.opts.BackoffMin, m.opts.BackoffMax, m.failures)
 	d = d/2 + time.Duration(rand.Float64()*float64(d/2))
@@ -374,8 +378,13 @@ func (m *Manager) nextAttempt(err error, now time.Time) time.Time {
 type Failure interface {
 	error
 	// Refused reports that the server refused the credentials or the
-	// request: asking again soon would not help.
+	// request: a refused refresh token gives way to the primary grant.
 	Refused() bool
+	// Lasting reports a failure that lasts until the configuration or
+	// the server changes (refused credentials, a certificate not
+	// trusted): asking again soon would not help, so the cool-down
+	// follows, not the back-off.
+	Lasting() bool
 	// RetryAfter is when the server asked to be called again: zero when
 	// it did not say.
 	RetryAfter() time.Time
@@ -387,6 +396,12 @@ type Failure interface {
 func Refused(err error) bool {
 	var f Failure
 	return errors.As(err, &f) && f.Refused()
+}
+
+// Lasting reports whether err is a Failure that lasts.
+func Lasting(err error) bool {
+	var f Failure
+	return errors.As(err, &f) && f.Lasting()
 }
 
 func retryAfter(err error) time.Time {
@@ -509,7 +524,7 @@ const (
 	StateRefreshing  State = "refreshing"   // a token request is under way
 	StateExpired     State = "expired"      // the held token expired; the next request asks anew
 	StateBackingOff  State = "backing_off"  // a failure that may heal: no request before RetryAt
-	StateCoolingDown State = "cooling_down" // credentials refused: no request before RetryAt
+	StateCoolingDown State = "cooling_down" // a lasting failure (credentials refused, certificate not trusted): no request before RetryAt
 )
 
 // Outcome of a successful token request in Status.Requests.
@@ -570,7 +585,7 @@ func (m *Manager) Status() Status {
 	switch {
 	case m.flight != nil:
 		st.State = StateRefreshing
-	case m.lastErr != nil && now.Before(m.retryAt) && Refused(m.lastErr):
+	case m.lastErr != nil && now.Before(m.retryAt) && Lasting(m.lastErr):
 		st.State = StateCoolingDown
 	case m.lastErr != nil && now.Before(m.retryAt):
 		st.State = StateBackingOff

@@ -426,6 +426,7 @@ func TestRefreshToken(t *testing.T) {
 		{"unreachable does not fall back", apicErr(apic.KindUnreachable, 0)},
 		{"rate limited does not fall back", apicErr(apic.KindRateLimited, 429)},
 		{"other error does not fall back", errors.New("not an apic error")},
+		{"untrusted certificate does not fall back", apicErr(apic.KindTLS, 0)},
 	} {
 		runBubble(t, tc.name, func(t *testing.T) {
 			h := newHarness(t, life8h)
@@ -437,7 +438,13 @@ func TestRefreshToken(t *testing.T) {
 			if !errors.Is(fl.err, tc.err) {
 				t.Errorf("OnFailure(%v), want %v", fl.err, tc.err)
 			}
-			if d := fl.retryAt.Sub(tok1.RefreshAt); d < session.DefaultBackoffMin/2 || d > session.DefaultBackoffMin {
+			wantState := session.StateBackingOff
+			if session.Lasting(tc.err) {
+				wantState = session.StateCoolingDown
+				if d := fl.retryAt.Sub(tok1.RefreshAt); d != session.DefaultCooldownMin {
+					t.Errorf("retry %v after the failure, want the cool-down's %v", d, session.DefaultCooldownMin)
+				}
+			} else if d := fl.retryAt.Sub(tok1.RefreshAt); d < session.DefaultBackoffMin/2 || d > session.DefaultBackoffMin {
 				t.Errorf("retry %v after the failure, want 0.5 to 1 s", d)
 			}
 			h.wantCounts(1, 1)
@@ -447,7 +454,7 @@ func TestRefreshToken(t *testing.T) {
 			if got := h.get(); got != tok1 {
 				t.Error("Get did not return the held token")
 			}
-			if st := h.m.Status(); !errors.Is(st.LastError, tc.err) || st.State != session.StateBackingOff || !st.RetryAt.Equal(fl.retryAt) || st.Cause != session.Cause(tc.err) {
+			if st := h.m.Status(); !errors.Is(st.LastError, tc.err) || st.State != wantState || !st.RetryAt.Equal(fl.retryAt) || st.Cause != session.Cause(tc.err) {
 				t.Errorf("Status = %+v", st)
 			}
 		})
@@ -492,6 +499,7 @@ func rateLimited(after time.Duration) func(time.Time) error {
 func TestRetrySchedule(t *testing.T) {
 	server := fails(apic.KindServer, 500)
 	refused := fails(apic.KindRefused, 401)
+	untrusted := fails(apic.KindTLS, 0)
 	cases := []struct {
 		name  string
 		opts  func(*session.Options)
@@ -503,9 +511,19 @@ func TestRetrySchedule(t *testing.T) {
 		}},
 		{"backoff of every kind that may heal", nil, []step{
 			{fails(apic.KindUnreachable, 0), time.Second, true}, {fails(apic.KindTimeout, 0), 2 * time.Second, true},
-			{fails(apic.KindTLS, 0), 4 * time.Second, true}, {fails(apic.KindBadResponse, 200), 8 * time.Second, true},
-			{fails(apic.KindRateLimited, 429), 8 * time.Second, true},
+			{fails(apic.KindBadResponse, 200), 4 * time.Second, true}, {fails(apic.KindRateLimited, 429), 8 * time.Second, true},
 			{func(time.Time) error { return errors.New("plain error") }, 8 * time.Second, true},
+		}},
+		// A certificate not trusted stays so until someone changes the
+		// configuration or the server: the cool-down, as for a refusal.
+		{"cool-down after an untrusted certificate", nil, []step{
+			{untrusted, 30 * time.Second, false}, {untrusted, time.Minute, false}, {untrusted, 2 * time.Minute, false},
+			{untrusted, 4 * time.Minute, false}, {untrusted, 8 * time.Minute, false}, {untrusted, 15 * time.Minute, false},
+			{untrusted, 15 * time.Minute, false},
+		}},
+		{"refusal and untrusted certificate share the cool-down", nil, []step{
+			{untrusted, 30 * time.Second, false}, {refused, time.Minute, false}, {untrusted, 2 * time.Minute, false},
+			{server, time.Second, true}, {untrusted, 30 * time.Second, false},
 		}},
 		{"Retry-After later than the backoff wins", nil, []step{
 			{rateLimited(40 * time.Second), 40 * time.Second, false}, {server, 2 * time.Second, true},
@@ -585,7 +603,7 @@ func runSteps(t *testing.T, h *harness, steps []step, logins int) {
 			h.wantCounts(logins, 0)
 		}
 		wantState := session.StateBackingOff
-		if session.Refused(want) {
+		if session.Lasting(want) {
 			wantState = session.StateCoolingDown
 		}
 		if st := h.m.Status(); !st.RetryAt.Equal(u.RetryAt) || !errors.Is(st.LastError, want) || !st.LastFailure.Equal(now) || st.State != wantState {
@@ -639,6 +657,7 @@ func TestValidTokenKeptWhileRefreshFails(t *testing.T) {
 		{"server error", apicErr(apic.KindServer, 500)},
 		{"refused", apicErr(apic.KindRefused, 401)},
 		{"unreachable", apicErr(apic.KindUnreachable, 0)},
+		{"untrusted certificate", apicErr(apic.KindTLS, 0)},
 	} {
 		runBubble(t, tc.name, func(t *testing.T) {
 			h := newHarness(t, life8h)

@@ -226,15 +226,21 @@ func serverFromFlags(fl caddycmd.Flags) (serverOptions, *apic.ToolkitCredentials
 		o.Server, o.serverFrom = to, "APIC_SERVER"
 	}
 	if err := o.check(); err != nil {
+		var missing *apic.MissingError
+		if errors.As(err, &missing) {
+			// The caller may add the rest of what is missing.
+			return o, tk, err
+		}
 		return serverOptions{}, nil, err
 	}
 	return o, tk, nil
 }
 
-// check names what is missing or wrong.
+// check names what is missing or wrong: a missing server is a
+// *apic.MissingError.
 func (o serverOptions) check() error {
 	if o.Server == "" {
-		return errors.New("--server (or --to, APIC_SERVER or --credentials) is required: the API Connect platform API base URL")
+		return &apic.MissingError{Names: []string{"--server (or --to, APIC_SERVER or --credentials: the API Connect platform API base URL)"}}
 	}
 	if err := apic.CheckServer(o.Server); err != nil {
 		from := o.serverFrom
@@ -265,6 +271,11 @@ func (o serverOptions) httpClient(stderr io.Writer) (*http.Client, error) {
 	return hc, nil
 }
 
+// client is the platform API client of the server for creds, over hc.
+func (o serverOptions) client(creds apic.Credentials, hc *http.Client) *apic.Client {
+	return &apic.Client{Server: o.Server, Credentials: creds, HTTP: hc, CAOption: "--ca-cert"}
+}
+
 // withTimeout calls f with a context bounded by d.
 func withTimeout[T any](ctx context.Context, d time.Duration, f func(context.Context) (T, error)) (T, error) {
 	ctx, cancel := context.WithTimeout(ctx, d)
@@ -289,7 +300,8 @@ type loginOptions struct {
 // ReadPassword.
 func loginFromFlags(fl caddycmd.Flags) (loginOptions, error) {
 	so, tk, err := serverFromFlags(fl)
-	if err != nil {
+	var noServer *apic.MissingError
+	if err != nil && !errors.As(err, &noServer) {
 		return loginOptions{}, err
 	}
 	o := loginOptions{serverOptions: so}
@@ -322,7 +334,12 @@ func loginFromFlags(fl caddycmd.Flags) (loginOptions, error) {
 	names := LoginNames()
 	names["client_id"] = "--client-id (APIC_CLIENT_ID or --credentials)"
 	names["client_secret"] = "a client secret (APIC_CLIENT_SECRET, --client-secret-file or --credentials)"
-	if err := checkLogin(*cr, o.passwordFromStdin, names); err != nil {
+	err = checkLogin(*cr, o.Server, o.passwordFromStdin, names)
+	if noServer != nil {
+		// One list names all that is missing, the server first.
+		err = apic.WithMissing(err, noServer.Names...)
+	}
+	if err != nil {
 		return loginOptions{}, err
 	}
 	return o, nil
@@ -332,11 +349,11 @@ func loginFromFlags(fl caddycmd.Flags) (loginOptions, error) {
 // password that standard input is still to give as given: it is read
 // after the check, so that nobody types a password for a login that
 // would fail anyway.
-func checkLogin(cr apic.Credentials, passwordFromStdin bool, names map[string]string) error {
+func checkLogin(cr apic.Credentials, server string, passwordFromStdin bool, names map[string]string) error {
 	if passwordFromStdin {
 		cr.Password = "(from standard input)"
 	}
-	return cr.Check(names)
+	return cr.Check(server, names)
 }
 
 // ReadPassword reads the password from standard input when no other
@@ -369,7 +386,7 @@ func (o loginOptions) login(ctx context.Context, stderr io.Writer) (*apic.Client
 	if err != nil {
 		return nil, nil, err
 	}
-	c := &apic.Client{Server: o.Server, Credentials: o.Credentials, HTTP: hc}
+	c := o.client(o.Credentials, hc)
 	tok, err := withTimeout(ctx, o.Timeout, c.Login)
 	if err != nil {
 		hc.CloseIdleConnections()
@@ -526,7 +543,7 @@ func registerOptionsFromFlags(fl caddycmd.Flags, docPath string, in *secretInput
 			return o, err
 		}
 		names := map[string]string{"realm": "--test-realm", "password": "a test password (APIC_TEST_PASSWORD, --test-password-file or standard input)"}
-		if err := checkLogin(*o.Test, o.Test.Password == "", names); err != nil {
+		if err := checkLogin(*o.Test, o.Server, o.Test.Password == "", names); err != nil {
 			return o, err
 		}
 	} else if fl.Changed("test-password-file") {
@@ -595,7 +612,7 @@ func runAPICRegister(ctx context.Context, o registerOptions, stdout, stderr io.W
 		fmt.Fprintln(stdout, "token request with the new registration: not tried (name a user with --test-username)")
 		return nil
 	}
-	tc := &apic.Client{Server: o.Server, Credentials: *o.Test, HTTP: c.HTTP}
+	tc := o.client(*o.Test, c.HTTP)
 	ttok, err := withTimeout(ctx, o.Timeout, tc.Login)
 	if err != nil {
 		return fmt.Errorf("the registration %s was created, but a token request with it for %s (realm %s) failed: %w", name, o.Test.Username, o.Test.Realm, err)
@@ -646,7 +663,7 @@ func runAPICRealms(ctx context.Context, o realmsOptions, stdout, stderr io.Write
 		return err
 	}
 	defer hc.CloseIdleConnections()
-	c := &apic.Client{Server: o.Server, HTTP: hc}
+	c := o.client(apic.Credentials{}, hc)
 	var lists []*apic.IdentityProviders
 	for _, scope := range []string{"admin", "provider"} {
 		l, err := withTimeout(ctx, o.Timeout, func(ctx context.Context) (*apic.IdentityProviders, error) {

@@ -339,7 +339,9 @@ func TestAPICTokenOptionErrors(t *testing.T) {
 		args  []string
 		want  string
 	}{
-		{"no server", nil, "", nil, "--server (or --to, APIC_SERVER or --credentials) is required"},
+		{"no server", nil, "", nil, "missing --server (or --to, APIC_SERVER or --credentials: the API Connect platform API base URL), --username (APIC_USERNAME), a password (APIC_PASSWORD, --password-file or standard input), --client-id (APIC_CLIENT_ID or --credentials), a client secret (APIC_CLIENT_SECRET, --client-secret-file or --credentials)"},
+		{"no server, user given", map[string]string{"APIC_USERNAME": "developer", "APIC_PASSWORD": "p", "APIC_CLIENT_ID": "clientID"}, "", nil,
+			"missing --server (or --to, APIC_SERVER or --credentials: the API Connect platform API base URL), a client secret (APIC_CLIENT_SECRET, --client-secret-file or --credentials)"},
 		{"server with /api", map[string]string{"APIC_SERVER": ts.URL + "/api"}, "", nil, "APIC_SERVER: give the base URL without the trailing /api"},
 		{"--to with /api", nil, "", []string{"--to", ts.URL + "/api/"}, "--to: give the base URL without the trailing /api"},
 		{"two servers", nil, "", []string{"--to", ts.URL, "--server", "http://other"}, "--server and --to name different servers"},
@@ -351,7 +353,7 @@ func TestAPICTokenOptionErrors(t *testing.T) {
 			[]string{"--password-file", empty}, "--password-file: " + empty + " is empty"},
 		{"missing secret file", map[string]string{"APIC_SERVER": ts.URL}, "", []string{"--client-secret-file", dir + "/none"}, "--client-secret-file: open " + dir + "/none: no such file"},
 		{"bad realm", map[string]string{"APIC_SERVER": ts.URL, "APIC_USERNAME": "developer", "APIC_PASSWORD": "p", "APIC_CLIENT_ID": "clientID", "APIC_CLIENT_SECRET": "clientPassword"}, "",
-			[]string{"--realm", "default-idp-2"}, `--realm (APIC_REALM): want admin/<idp> or provider/<idp>, such as provider/default-idp-2, got "default-idp-2"`},
+			[]string{"--realm", "default-idp-2"}, `--realm (APIC_REALM) "default-idp-2": want <scope>/<identity provider>, scope admin (Cloud Manager) or provider (API Manager), e.g. provider/default-idp-2; list them with apic-auth-proxy apic-realms --server ` + ts.URL},
 		{"json and check", nil, "", []string{"--json", "--check"}, "--json and --check exclude each other"},
 		{"insecure and ca", map[string]string{"APIC_SERVER": ts.URL}, "", []string{"--insecure", "--ca-cert", empty}, "--insecure and --ca-cert exclude each other"},
 		{"timeout", map[string]string{"APIC_SERVER": ts.URL}, "", []string{"--timeout", "0s"}, "--timeout: want a positive duration, got 0s"},
@@ -384,7 +386,7 @@ func TestAPICTokenCACert(t *testing.T) {
 	}
 	checkJWT(t, strings.TrimSpace(out), apicsim.DefaultProviderRealm)
 	_, errOut, err = runChore(t, "", "apic-token")
-	if err == nil || !strings.Contains(errOut, "failed TLS verification") {
+	if err == nil || !strings.Contains(errOut, "the certificate of "+strings.TrimPrefix(ts.URL, "https://")+" is not trusted: x509: certificate signed by unknown authority") || !strings.HasSuffix(errOut, "; name its CA with --ca-cert\n") {
 		t.Errorf("without --ca-cert: %v\n%s", err, errOut)
 	}
 	out, errOut, err = runChore(t, "", "apic-token", "--insecure")
@@ -603,7 +605,7 @@ func TestAPICRegisterBadDocument(t *testing.T) {
 	}
 	for realm, want := range map[string]string{
 		"":              "Error: missing --test-realm\n",
-		"default-idp-2": `Error: --test-realm: want admin/<idp> or provider/<idp>, such as provider/default-idp-2, got "default-idp-2"` + "\n",
+		"default-idp-2": `Error: --test-realm "default-idp-2": want <scope>/<identity provider>, scope admin (Cloud Manager) or provider (API Manager), e.g. provider/default-idp-2; list them with apic-auth-proxy apic-realms --server ` + ts.URL + "\n",
 	} {
 		_, errOut, err := runChore(t, "", "apic-register", registrationFile, "--test-username", "developer", "--test-realm", realm)
 		if err == nil || errOut != want {
