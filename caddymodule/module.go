@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -111,11 +112,14 @@ type Handler struct {
 	// paths are answered 404. Default /api/.
 	Paths []string `json:"paths,omitempty"`
 
-	logger    *zap.Logger
-	key       string
-	id        *identity
-	replayMax int64
-	guard     *guard.Guard
+	logger *zap.Logger
+	// serverHost is the server's host[:port], to name API Manager in
+	// error bodies.
+	serverHost string
+	key        string
+	id         *identity
+	replayMax  int64
+	guard      *guard.Guard
 }
 
 // DefaultReplayMaxBody is the default of ReplayMaxBody.
@@ -184,6 +188,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if cfg.insecure {
 		h.logger.Warn("TLS verification of the token endpoint is off (tls_insecure_skip_verify): the credentials can be intercepted",
 			zap.String("server", cfg.server))
+	}
+	if u, err := url.Parse(cfg.server); err == nil {
+		h.serverHost = u.Host
 	}
 	h.key = cfg.poolKey()
 	val, _, err := identities.LoadOrNew(h.key, func() (caddy.Destructor, error) {
@@ -395,7 +402,7 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, ref *guard.Refu
 func (h *Handler) servePlain(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, origin string) error {
 	rw := replay.NewWriter(w, false, nil, origin)
 	defer rw.Put()
-	return next.ServeHTTP(rw, r)
+	return h.answerProxyError(rw, r, next.ServeHTTP(rw, r))
 }
 
 // serveReplayable sends the request on, keeping its body, and on a 401
@@ -409,8 +416,8 @@ func (h *Handler) serveReplayable(w http.ResponseWriter, r *http.Request, next c
 	rw := replay.NewWriter(w, true, body, origin)
 	err := next.ServeHTTP(rw, r)
 	if !rw.Held() {
-		rw.Put()
-		return err
+		defer rw.Put()
+		return h.answerProxyError(rw, r, err)
 	}
 	defer rw.Put()
 	if body != nil {
@@ -442,7 +449,7 @@ func (h *Handler) serveReplayable(w http.ResponseWriter, r *http.Request, next c
 	r.Header["Authorization"] = t2.HeaderValues
 	second := replay.NewWriter(w, false, nil, origin)
 	defer second.Put()
-	err = next.ServeHTTP(second, r)
+	err = h.answerProxyError(second, r, next.ServeHTTP(second, r))
 	if second.Status() != http.StatusUnauthorized {
 		h.id.relogins.Replayed(routed)
 		h.id.countReplay("ok")

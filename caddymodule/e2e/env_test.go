@@ -50,8 +50,9 @@ type env struct {
 	t      *testing.T
 	sim    *apicsim.Server
 	up     *upstream
-	simURL string // the simulator's base URL
-	server string // apic_auth's server: simURL unless withServer
+	upSrv  *httptest.Server // serves up at simURL
+	simURL string           // the simulator's base URL
+	server string           // apic_auth's server: simURL unless withServer
 
 	dir       string
 	sock      string // the proxy's unix socket
@@ -169,9 +170,9 @@ func newEnv(t *testing.T, opts ...option) *env {
 		events:  s.events,
 	}
 	// Closed after the proxy has stopped: it signs out on its way.
-	srv := httptest.NewServer(e.up)
-	t.Cleanup(srv.Close)
-	e.simURL = srv.URL
+	e.upSrv = httptest.NewServer(e.up)
+	t.Cleanup(e.upSrv.Close)
+	e.simURL = e.upSrv.URL
 	e.server = cmp.Or(s.server, e.simURL)
 	e.vars = map[string]string{
 		"APIC_SERVER":         e.simURL,
@@ -831,6 +832,11 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u.changed = make(chan struct{})
 	u.mu.Unlock()
 }
+
+// stopUpstream stops the simulator's server, as API Manager going down
+// does: its port refuses connections from then on (the env's end then
+// finds the sign-out failing, which it tolerates).
+func (e *env) stopUpstream() { e.upSrv.Close() }
 
 // next returns a channel closed at the simulator's next answer.
 func (u *upstream) next() <-chan struct{} {
