@@ -26,6 +26,8 @@
 //   - internal/guard: who may use the proxy (Host, Origin, a required
 //     header), where requests may go (paths), and the 401 re-login limit.
 //   - internal/replay: the kept request body and the held 401 of a replay.
+//   - internal/linkrewrite: rewrite_links, the streaming rewriter of API
+//     Manager's URLs in response bodies and headers.
 //   - internal/apicsim: the platform API simulator, for tests, benchmarks
 //     and the demo; cmd/apicsim runs it alone and internal/apicsim/simtest
 //     starts it in tests. internal/testclock is the settable clock of its

@@ -21,6 +21,7 @@ import (
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apic"
 	"github.com/apic-tools/apic-auth-proxy/internal/guard"
+	"github.com/apic-tools/apic-auth-proxy/internal/linkrewrite"
 	"github.com/apic-tools/apic-auth-proxy/internal/replay"
 	"github.com/apic-tools/apic-auth-proxy/internal/session"
 )
@@ -111,19 +112,37 @@ type Handler struct {
 	// Paths are the path prefixes whose requests get the token; other
 	// paths are answered 404. Default /api/.
 	Paths []string `json:"paths,omitempty"`
+	// RewriteLinks rewrites the absolute URLs of the server (its
+	// scheme://host[:port][/prefix], as API Connect writes them in url
+	// fields) into URLs of the proxy as the client reached it (the
+	// request's scheme and Host, which the Host check has let in): in
+	// JSON response bodies, as they stream, and in the Location and
+	// Content-Location headers. The client's Accept-Encoding is not
+	// forwarded, so that bodies arrive decoded. Default off.
+	RewriteLinks bool `json:"rewrite_links,omitempty"`
+	// RewriteLinksMaxBody bounds how much of a body is rewritten; the
+	// rest streams through unchanged. Bytes; default 16 MiB. Only with
+	// RewriteLinks.
+	RewriteLinksMaxBody int64 `json:"rewrite_links_max_body,omitempty"`
 
 	logger *zap.Logger
 	// serverHost is the server's host[:port], to name API Manager in
 	// error bodies.
 	serverHost string
-	key        string
-	id         *identity
-	replayMax  int64
-	guard      *guard.Guard
+	// links is the server's base URL when links are rewritten, else nil.
+	links     *linkrewrite.Base
+	linksMax  int64
+	key       string
+	id        *identity
+	replayMax int64
+	guard     *guard.Guard
 }
 
 // DefaultReplayMaxBody is the default of ReplayMaxBody.
 const DefaultReplayMaxBody = 4 << 20
+
+// DefaultRewriteLinksMaxBody is the default of RewriteLinksMaxBody.
+const DefaultRewriteLinksMaxBody = 16 << 20
 
 // Values of ClientAuthorization.
 const (
@@ -191,6 +210,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	if u, err := url.Parse(cfg.server); err == nil {
 		h.serverHost = u.Host
+	}
+	if err := h.provisionLinks(cfg.server); err != nil {
+		return err
 	}
 	h.key = cfg.poolKey()
 	val, _, err := identities.LoadOrNew(h.key, func() (caddy.Destructor, error) {
@@ -381,6 +403,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// replace header values, they do not write into them.
 	r.Header["Authorization"] = t.HeaderValues
 	h.debug("bearer token set")
+	if h.links != nil {
+		// Go's transport then asks API Manager for gzip itself and
+		// decodes it: the body arrives as text to rewrite.
+		r.Header.Del("Accept-Encoding")
+	}
 	if h.replayMax < 0 || r.ContentLength > h.replayMax {
 		return h.servePlain(w, r, next, origin)
 	}
@@ -400,6 +427,10 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, ref *guard.Refu
 // servePlain passes the request on without replay, with the response's
 // CORS headers fixed.
 func (h *Handler) servePlain(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, origin string) error {
+	if lw := h.linkWriter(w, r); lw != nil {
+		defer h.closeLinks(lw)
+		w = lw
+	}
 	rw := replay.NewWriter(w, false, nil, origin)
 	defer rw.Put()
 	return h.answerProxyError(rw, r, next.ServeHTTP(rw, r))
@@ -408,6 +439,13 @@ func (h *Handler) servePlain(w http.ResponseWriter, r *http.Request, next caddyh
 // serveReplayable sends the request on, keeping its body, and on a 401
 // renews the token and sends it once more.
 func (h *Handler) serveReplayable(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, t *session.Token, routed, origin string) error {
+	// A failed token request's message names the token endpoint as it
+	// is: it goes to the client's writer, not through the rewriting.
+	client := w
+	if lw := h.linkWriter(w, r); lw != nil {
+		defer h.closeLinks(lw)
+		w = lw
+	}
 	var body *replay.Body
 	if r.Body != nil && r.Body != http.NoBody {
 		body = replay.NewBody(r.Body, h.replayMax)
@@ -442,7 +480,7 @@ func (h *Handler) serveReplayable(w http.ResponseWriter, r *http.Request, next c
 	t2, gerr := h.id.sess.Get(r.Context())
 	if gerr != nil {
 		h.id.countReplay("no_token")
-		return h.id.fail(w, r, gerr)
+		return h.id.fail(client, r, gerr)
 	}
 	h.id.log().Info("API Manager refused the token before its expiry; replaying with a new one",
 		zap.String("identity", h.id.name), zap.String("method", r.Method), zap.String("path", r.URL.Path))
