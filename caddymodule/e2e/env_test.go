@@ -791,6 +791,7 @@ type upstream struct {
 	beforeToken func(n int, r *http.Request)
 	afterToken  func(n int)
 	beforeAPI   func(r *http.Request)
+	answerAPI   func(w http.ResponseWriter, r *http.Request) bool
 }
 
 func newUpstream(sim *apicsim.Server) *upstream {
@@ -803,6 +804,7 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		before     func(int, *http.Request)
 		after      func(int)
 		beforeCall func(*http.Request)
+		answer     func(http.ResponseWriter, *http.Request) bool
 	)
 	u.mu.Lock()
 	switch {
@@ -814,7 +816,7 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a := r.Header.Get("Authorization")
 		u.auth = append(u.auth, a)
 		u.distinct[a] = true
-		beforeCall = u.beforeAPI
+		beforeCall, answer = u.beforeAPI, u.answerAPI
 	}
 	u.mu.Unlock()
 	if before != nil {
@@ -823,7 +825,9 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if beforeCall != nil {
 		beforeCall(r)
 	}
-	u.sim.ServeHTTP(w, r)
+	if answer == nil || !answer(w, r) {
+		u.sim.ServeHTTP(w, r)
+	}
 	if after != nil {
 		after(n)
 	}
@@ -866,6 +870,14 @@ func (e *env) afterToken(f func(n int)) {
 func (e *env) beforeAPI(f func(r *http.Request)) {
 	e.up.mu.Lock()
 	e.up.beforeAPI = f
+	e.up.mu.Unlock()
+}
+
+// answerAPI runs f instead of the simulator for a call other than a token
+// request when f reports that it answered it.
+func (e *env) answerAPI(f func(w http.ResponseWriter, r *http.Request) bool) {
+	e.up.mu.Lock()
+	e.up.answerAPI = f
 	e.up.mu.Unlock()
 }
 
