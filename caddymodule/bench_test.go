@@ -97,7 +97,7 @@ func BenchmarkBaseline(b *testing.B) {
 	}
 }
 
-// BenchmarkRewriteLinks is a 10 KB list of 30 organizations, each with
+// BenchmarkRewriteLinks is an 11 KB list of 30 organizations, each with
 // its url, through the handler to a next handler that answers it as
 // reverse_proxy would (headers, then the body in one write), with
 // rewrite_links off and on. BENCHMARKS.md has the ratio.
