@@ -31,6 +31,8 @@
 //   - internal/tokensink: the files kept with the current token
 //     (token_file, apic_config_file): where they may be, their atomic
 //     writes and their removal.
+//   - internal/linkrewrite: rewrite_links, the streaming rewriter of API
+//     Manager's URLs in response bodies and headers.
 //   - internal/apicsim: the platform API simulator, for tests, benchmarks
 //     and the demo; cmd/apicsim runs it alone and internal/apicsim/simtest
 //     starts it in tests. internal/testclock is the settable clock of its

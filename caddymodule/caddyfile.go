@@ -48,6 +48,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		paths           <prefix> [<prefix>...]
 //		token_file       <file: the current token, for other tools>
 //		apic_config_file <the apic toolkit's token file, e.g. ~/.apiconnect/token>
+//		rewrite_links
+//		rewrite_links_max_body <size>
 //	}
 //
 // Credentials and file paths take {env.NAME} and {file./path}
@@ -100,19 +102,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "timeout":
 			err = durationArg(d, &h.Timeout)
 		case "replay_max_body":
-			var val string
-			if err = oneArg(d, &val); err != nil {
-				break
-			}
-			if val == "off" {
-				h.ReplayMaxBody = -1
-				break
-			}
-			size, perr := humanize.ParseBytes(val)
-			if perr != nil || size == 0 || size > 1<<40 {
-				return d.Errf("replay_max_body: want a size such as 4MiB, or off, got %q", val)
-			}
-			h.ReplayMaxBody = int64(size)
+			err = sizeArg(d, &h.ReplayMaxBody, "4MiB", true)
 		case "client_authorization":
 			if err = oneArg(d, &h.ClientAuthorization); err != nil {
 				break
@@ -136,6 +126,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = noArgs(d, &h.TLSInsecureSkipVerify)
 		case "pass_sign_out":
 			err = noArgs(d, &h.PassSignOut)
+		case "rewrite_links":
+			err = noArgs(d, &h.RewriteLinks)
+		case "rewrite_links_max_body":
+			err = sizeArg(d, &h.RewriteLinksMaxBody, "16MiB", false)
 		case "tls_trusted_ca_certs":
 			err = listArgs(d, &h.TLSTrustedCACerts)
 		case "allowed_hosts":
@@ -164,8 +158,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 var subdirectiveNames = []string{
 	"allowed_hosts", "allowed_origins", "api_key", "apic_config_file", "client_authorization",
 	"client_id", "client_secret", "credentials", "name", "pass_sign_out", "password", "paths",
-	"realm", "refresh_before", "replay_max_body", "require_header", "server", "sign_out_on_stop",
-	"timeout", "tls_insecure_skip_verify", "tls_trusted_ca_certs", "token_file", "username",
+	"realm", "refresh_before", "replay_max_body", "require_header", "rewrite_links",
+	"rewrite_links_max_body", "server", "sign_out_on_stop", "timeout", "tls_insecure_skip_verify",
+	"tls_trusted_ca_certs", "token_file", "username",
 }
 
 // oneArg reads the option's only value into dst.
@@ -190,6 +185,29 @@ func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 		return d.Errf("%s: want a positive duration such as 30m, got %q", opt, val)
 	}
 	*dst = caddy.Duration(dur)
+	return nil
+}
+
+// sizeArg reads the option's only value, a size in bytes such as example
+// (up to 1 TiB); with off, the value "off" gives -1.
+func sizeArg(d *caddyfile.Dispenser, dst *int64, example string, off bool) error {
+	opt := d.Val()
+	var val string
+	if err := oneArg(d, &val); err != nil {
+		return err
+	}
+	if off && val == "off" {
+		*dst = -1
+		return nil
+	}
+	size, err := humanize.ParseBytes(val)
+	if err != nil || size == 0 || size > 1<<40 {
+		if off {
+			return d.Errf("%s: want a size such as %s, or off, got %q", opt, example, val)
+		}
+		return d.Errf("%s: want a size such as %s, got %q", opt, example, val)
+	}
+	*dst = int64(size)
 	return nil
 }
 

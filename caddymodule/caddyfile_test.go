@@ -79,6 +79,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{"pass_sign_out", func(h Handler) bool { return h.PassSignOut }},
 		{"sign_out_on_stop off", func(h Handler) bool { return h.SignOutOnStop != nil && !*h.SignOutOnStop }},
 		{"sign_out_on_stop on", func(h Handler) bool { return h.SignOutOnStop != nil && *h.SignOutOnStop }},
+		{"rewrite_links", func(h Handler) bool { return h.RewriteLinks && h.RewriteLinksMaxBody == 0 }},
+		{"rewrite_links\nrewrite_links_max_body 1MiB", func(h Handler) bool { return h.RewriteLinks && h.RewriteLinksMaxBody == 1<<20 }},
 	} {
 		h = Handler{}
 		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("apic_auth {\n" + tc.block + "\n}")); err != nil || !tc.check(h) {
@@ -115,6 +117,8 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"token_file without a path", "apic_auth {\n token_file\n}", "wrong argument count"},
 		{"apic_config_file with two paths", "apic_auth {\n apic_config_file /a /b\n}", "wrong argument count"},
 		{"bad sign_out_on_stop", "apic_auth {\n sign_out_on_stop maybe\n}", `sign_out_on_stop: want on or off, got "maybe"`},
+		{"rewrite_links value", "apic_auth {\n rewrite_links yes\n}", "wrong argument count"},
+		{"bad rewrite_links_max_body", "apic_auth {\n rewrite_links_max_body off\n}", `rewrite_links_max_body: want a size such as 16MiB, got "off"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var h Handler

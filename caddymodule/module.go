@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apic"
 	"github.com/apic-tools/apic-auth-proxy/internal/guard"
+	"github.com/apic-tools/apic-auth-proxy/internal/linkrewrite"
 	"github.com/apic-tools/apic-auth-proxy/internal/replay"
 	"github.com/apic-tools/apic-auth-proxy/internal/session"
 	"github.com/apic-tools/apic-auth-proxy/internal/tokensink"
@@ -124,8 +126,26 @@ type Handler struct {
 	// apic commands work without apic login; on stop the entry is
 	// removed. Default none.
 	APICConfigFile string `json:"apic_config_file,omitempty"`
+	// RewriteLinks rewrites the absolute URLs of the server (its
+	// scheme://host[:port][/prefix], as API Connect writes them in url
+	// fields) into URLs of the proxy as the client reached it (the
+	// request's scheme and Host, which the Host check has let in): in
+	// JSON response bodies, as they stream, and in the Location and
+	// Content-Location headers. The client's Accept-Encoding is not
+	// forwarded, so that bodies arrive decoded. Default off.
+	RewriteLinks bool `json:"rewrite_links,omitempty"`
+	// RewriteLinksMaxBody bounds how much of a body is rewritten; the
+	// rest streams through unchanged. Bytes; default 16 MiB. Only with
+	// RewriteLinks.
+	RewriteLinksMaxBody int64 `json:"rewrite_links_max_body,omitempty"`
 
-	logger    *zap.Logger
+	logger *zap.Logger
+	// serverHost is the server's host[:port], to name API Manager in
+	// error bodies.
+	serverHost string
+	// links is the server's base URL when links are rewritten, else nil.
+	links     *linkrewrite.Base
+	linksMax  int64
 	key       string
 	id        *identity
 	replayMax int64
@@ -143,6 +163,9 @@ var sinkOptions = []struct {
 
 // DefaultReplayMaxBody is the default of ReplayMaxBody.
 const DefaultReplayMaxBody = 4 << 20
+
+// DefaultRewriteLinksMaxBody is the default of RewriteLinksMaxBody.
+const DefaultRewriteLinksMaxBody = 16 << 20
 
 // Values of ClientAuthorization.
 const (
@@ -219,6 +242,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if cfg.insecure {
 		h.logger.Warn("TLS verification of the token endpoint is off (tls_insecure_skip_verify): the credentials can be intercepted",
 			zap.String("server", cfg.server))
+	}
+	if u, err := url.Parse(cfg.server); err == nil {
+		h.serverHost = u.Host
+	}
+	if err := h.provisionLinks(cfg.server); err != nil {
+		return err
 	}
 	h.key = cfg.poolKey()
 	val, _, err := identities.LoadOrNew(h.key, func() (caddy.Destructor, error) {
@@ -440,6 +469,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// replace header values, they do not write into them.
 	r.Header["Authorization"] = t.HeaderValues
 	h.debug("bearer token set")
+	if h.links != nil {
+		// Go's transport then asks API Manager for gzip itself and
+		// decodes it: the body arrives as text to rewrite.
+		r.Header.Del("Accept-Encoding")
+	}
 	if h.replayMax < 0 || r.ContentLength > h.replayMax {
 		return h.servePlain(w, r, next, origin)
 	}
@@ -459,14 +493,25 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, ref *guard.Refu
 // servePlain passes the request on without replay, with the response's
 // CORS headers fixed.
 func (h *Handler) servePlain(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, origin string) error {
+	if lw := h.linkWriter(w, r); lw != nil {
+		defer h.closeLinks(lw)
+		w = lw
+	}
 	rw := replay.NewWriter(w, false, nil, origin)
 	defer rw.Put()
-	return next.ServeHTTP(rw, r)
+	return h.answerProxyError(rw, r, next.ServeHTTP(rw, r))
 }
 
 // serveReplayable sends the request on, keeping its body, and on a 401
 // renews the token and sends it once more.
 func (h *Handler) serveReplayable(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, t *session.Token, routed, origin string) error {
+	// A failed token request's message names the token endpoint as it
+	// is: it goes to the client's writer, not through the rewriting.
+	client := w
+	if lw := h.linkWriter(w, r); lw != nil {
+		defer h.closeLinks(lw)
+		w = lw
+	}
 	var body *replay.Body
 	if r.Body != nil && r.Body != http.NoBody {
 		body = replay.NewBody(r.Body, h.replayMax)
@@ -475,8 +520,8 @@ func (h *Handler) serveReplayable(w http.ResponseWriter, r *http.Request, next c
 	rw := replay.NewWriter(w, true, body, origin)
 	err := next.ServeHTTP(rw, r)
 	if !rw.Held() {
-		rw.Put()
-		return err
+		defer rw.Put()
+		return h.answerProxyError(rw, r, err)
 	}
 	defer rw.Put()
 	if body != nil {
@@ -501,14 +546,14 @@ func (h *Handler) serveReplayable(w http.ResponseWriter, r *http.Request, next c
 	t2, gerr := h.id.sess.Get(r.Context())
 	if gerr != nil {
 		h.id.countReplay("no_token")
-		return h.id.fail(w, r, gerr)
+		return h.id.fail(client, r, gerr)
 	}
 	h.id.log().Info("API Manager refused the token before its expiry; replaying with a new one",
 		zap.String("identity", h.id.name), zap.String("method", r.Method), zap.String("path", r.URL.Path))
 	r.Header["Authorization"] = t2.HeaderValues
 	second := replay.NewWriter(w, false, nil, origin)
 	defer second.Put()
-	err = next.ServeHTTP(second, r)
+	err = h.answerProxyError(second, r, next.ServeHTTP(second, r))
 	if second.Status() != http.StatusUnauthorized {
 		h.id.relogins.Replayed(routed)
 		h.id.countReplay("ok")

@@ -91,6 +91,8 @@ func TestProvisionErrors(t *testing.T) {
 		{"realm without identity provider", full(func(h *Handler) { h.Realm = "provider/" }), []string{`realm "provider/": want <scope>/<identity provider>`}},
 		{"insecure and CA", full(func(h *Handler) { h.TLSInsecureSkipVerify, h.TLSTrustedCACerts = true, []string{"/x.pem"} }), []string{"exclude each other"}},
 		{"unreadable CA", full(func(h *Handler) { h.TLSTrustedCACerts = []string{"/nonexistent/ca.pem"} }), []string{"tls_trusted_ca_certs"}},
+		{"max body without rewrite_links", full(func(h *Handler) { h.RewriteLinksMaxBody = 1 << 20 }), []string{"rewrite_links_max_body: set without rewrite_links"}},
+		{"negative rewrite_links_max_body", full(func(h *Handler) { h.RewriteLinks, h.RewriteLinksMaxBody = true, -1 }), []string{"rewrite_links_max_body: want a size in bytes"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := provision(t, tc.h)

@@ -50,8 +50,9 @@ type env struct {
 	t      *testing.T
 	sim    *apicsim.Server
 	up     *upstream
-	simURL string // the simulator's base URL
-	server string // apic_auth's server: simURL unless withServer
+	upSrv  *httptest.Server // serves up at simURL
+	simURL string           // the simulator's base URL
+	server string           // apic_auth's server: simURL unless withServer
 
 	dir       string
 	sock      string // the proxy's unix socket
@@ -169,9 +170,9 @@ func newEnv(t *testing.T, opts ...option) *env {
 		events:  s.events,
 	}
 	// Closed after the proxy has stopped: it signs out on its way.
-	srv := httptest.NewServer(e.up)
-	t.Cleanup(srv.Close)
-	e.simURL = srv.URL
+	e.upSrv = httptest.NewServer(e.up)
+	t.Cleanup(e.upSrv.Close)
+	e.simURL = e.upSrv.URL
 	e.server = cmp.Or(s.server, e.simURL)
 	e.vars = map[string]string{
 		"APIC_SERVER":         e.simURL,
@@ -805,6 +806,7 @@ type upstream struct {
 	beforeToken func(n int, r *http.Request)
 	afterToken  func(n int)
 	beforeAPI   func(r *http.Request)
+	answerAPI   func(w http.ResponseWriter, r *http.Request) bool
 }
 
 func newUpstream(sim *apicsim.Server) *upstream {
@@ -817,6 +819,7 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		before     func(int, *http.Request)
 		after      func(int)
 		beforeCall func(*http.Request)
+		answer     func(http.ResponseWriter, *http.Request) bool
 	)
 	u.mu.Lock()
 	switch {
@@ -828,7 +831,7 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a := r.Header.Get("Authorization")
 		u.auth = append(u.auth, a)
 		u.distinct[a] = true
-		beforeCall = u.beforeAPI
+		beforeCall, answer = u.beforeAPI, u.answerAPI
 	}
 	u.mu.Unlock()
 	if before != nil {
@@ -837,7 +840,9 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if beforeCall != nil {
 		beforeCall(r)
 	}
-	u.sim.ServeHTTP(w, r)
+	if answer == nil || !answer(w, r) {
+		u.sim.ServeHTTP(w, r)
+	}
 	if after != nil {
 		after(n)
 	}
@@ -846,6 +851,11 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u.changed = make(chan struct{})
 	u.mu.Unlock()
 }
+
+// stopUpstream stops the simulator's server, as API Manager going down
+// does: its port refuses connections from then on (the env's end then
+// finds the sign-out failing, which it tolerates).
+func (e *env) stopUpstream() { e.upSrv.Close() }
 
 // next returns a channel closed at the simulator's next answer.
 func (u *upstream) next() <-chan struct{} {
@@ -875,6 +885,14 @@ func (e *env) afterToken(f func(n int)) {
 func (e *env) beforeAPI(f func(r *http.Request)) {
 	e.up.mu.Lock()
 	e.up.beforeAPI = f
+	e.up.mu.Unlock()
+}
+
+// answerAPI runs f instead of the simulator for a call other than a token
+// request when f reports that it answered it.
+func (e *env) answerAPI(f func(w http.ResponseWriter, r *http.Request) bool) {
+	e.up.mu.Lock()
+	e.up.answerAPI = f
 	e.up.mu.Unlock()
 }
 

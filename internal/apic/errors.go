@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -261,6 +263,81 @@ func tlsHint(err error, caOption string) string {
 func notTLS(err error) bool {
 	var recordErr tls.RecordHeaderError
 	return errors.As(err, &recordErr) || errors.Is(err, http.ErrSchemeMismatch)
+}
+
+// TransportCause classifies an error from sending a request to API
+// Manager or reading its answer (as a reverse proxy reports it) and says
+// what happened in a phrase that holds no address, to follow "API Manager
+// at <host>": "is unreachable: connection refused", "did not answer in
+// time", "closed the connection before answering".
+func TransportCause(err error) (Kind, string) {
+	kind, _ := transportKind(context.Background(), err)
+	switch {
+	case kind == KindTimeout:
+		return kind, "did not answer in time"
+	case kind == KindTLS:
+		return kind, "failed the TLS handshake"
+	}
+	for _, c := range transportCauses {
+		if c.is(err) {
+			return kind, c.phrase
+		}
+	}
+	// Some wrappers (reverse_proxy's DialError) hide the cause from
+	// errors.Is and errors.As; its text still names it.
+	text := err.Error()
+	for _, c := range transportCauses {
+		for _, t := range c.texts {
+			if strings.Contains(text, t) {
+				return kind, c.phrase
+			}
+		}
+	}
+	return kind, "could not be reached"
+}
+
+// transportCauses are the causes TransportCause tells apart: how to find
+// each in an error chain, and in an error's text.
+var transportCauses = []struct {
+	is     func(error) bool
+	texts  []string
+	phrase string
+}{
+	{
+		func(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) },
+		[]string{syscall.ECONNREFUSED.Error()},
+		"is unreachable: connection refused",
+	},
+	{
+		func(err error) bool { var d *net.DNSError; return errors.As(err, &d) },
+		[]string{"no such host", "server misbehaving"},
+		"is unreachable: its name does not resolve",
+	},
+	{
+		func(err error) bool {
+			return errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH)
+		},
+		[]string{syscall.EHOSTUNREACH.Error(), syscall.ENETUNREACH.Error()},
+		"is unreachable: no route to it",
+	},
+	{
+		func(err error) bool { var n net.Error; return errors.As(err, &n) && n.Timeout() },
+		[]string{"i/o timeout"},
+		"is unreachable: the connection timed out",
+	},
+	{
+		// net.ErrClosed: the transport closed the connection on reading
+		// its end while a request body was still being sent.
+		func(err error) bool {
+			return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) ||
+				errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
+		},
+		// The last two are net/http's unexported errors for a kept-alive
+		// connection that the server closed as the request went out on it.
+		[]string{syscall.ECONNRESET.Error(), syscall.EPIPE.Error(), "use of closed network connection",
+			"server closed idle connection", "cannot rewind body after connection loss"},
+		"closed the connection before answering",
+	},
 }
 
 // ErrorMessages reads the messages of an API Connect error body,

@@ -6,10 +6,14 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"os"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -264,5 +268,48 @@ func TestErrorKindsAlike(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestTransportCause(t *testing.T) {
+	wrap := func(err error) error { return &url.Error{Op: "Get", URL: "http://10.1.2.3:9443/api/orgs", Err: err} }
+	for _, tc := range []struct {
+		err    error
+		kind   apic.Kind
+		phrase string
+	}{
+		{wrap(&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}), apic.KindUnreachable, "is unreachable: connection refused"},
+		{wrap(&net.DNSError{Err: "no such host", Name: "apim.example.com", IsNotFound: true}), apic.KindUnreachable, "is unreachable: its name does not resolve"},
+		{wrap(&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.EHOSTUNREACH)}), apic.KindUnreachable, "is unreachable: no route to it"},
+		{wrap(&net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}), apic.KindUnreachable, "closed the connection before answering"},
+		{wrap(&net.OpError{Op: "write", Net: "tcp", Err: net.ErrClosed}), apic.KindUnreachable, "closed the connection before answering"},
+		{wrap(io.ErrUnexpectedEOF), apic.KindUnreachable, "closed the connection before answering"},
+		{wrap(errors.New("http: server closed idle connection")), apic.KindUnreachable, "closed the connection before answering"},
+		{wrap(context.DeadlineExceeded), apic.KindTimeout, "did not answer in time"},
+		{wrap(x509.UnknownAuthorityError{}), apic.KindTLS, "failed the TLS handshake"},
+		{wrap(errors.New("malformed HTTP response \"\\x00\"")), apic.KindUnreachable, "could not be reached"},
+	} {
+		kind, phrase := apic.TransportCause(tc.err)
+		if kind != tc.kind || phrase != tc.phrase {
+			t.Errorf("TransportCause(%v) = %v, %q; want %v, %q", tc.err, kind, phrase, tc.kind, tc.phrase)
+		}
+		if strings.Contains(phrase, "10.1.2.3") {
+			t.Errorf("phrase %q shows the address", phrase)
+		}
+	}
+}
+
+// hiddenCause hides its cause from errors.Is and errors.As, as
+// reverse_proxy's DialError does.
+type hiddenCause struct{ error }
+
+func TestTransportCauseHidden(t *testing.T) {
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+	if _, phrase := apic.TransportCause(hiddenCause{refused}); phrase != "is unreachable: connection refused" {
+		t.Errorf("phrase %q", phrase)
+	}
+	dns := &net.DNSError{Err: "no such host", Name: "apim.example.com", IsNotFound: true}
+	if _, phrase := apic.TransportCause(hiddenCause{dns}); phrase != "is unreachable: its name does not resolve" {
+		t.Errorf("phrase %q", phrase)
 	}
 }
