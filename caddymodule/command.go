@@ -311,7 +311,7 @@ func validity(expiry, now time.Time) string {
 	default:
 		in = fmt.Sprintf("%ds", max(d.Round(time.Second)/time.Second, 0))
 	}
-	return fmt.Sprintf("%s (%s)", expiry.Local().Format("15:04"), in)
+	return fmt.Sprintf("%s (%s)", expiry.Round(time.Minute).Local().Format("15:04"), in)
 }
 
 // secretPlaceholder puts a secret in this process's environment under name

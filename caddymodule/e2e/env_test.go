@@ -69,6 +69,7 @@ type env struct {
 	auth    []string          // lines every authBlock gets (withAuth)
 	vars    map[string]string // the process's environment
 	events  bool              // the config runs the events app
+	atStart bool              // the first login starts with the config
 	tcpFile *os.File          // the TCP listener until the process has it
 
 	cmd     *exec.Cmd
@@ -90,6 +91,7 @@ type settings struct {
 	vars      map[string]string
 	tcp       bool
 	events    bool
+	atStart   bool
 }
 
 // withSim changes the simulator's config.
@@ -143,6 +145,14 @@ func withEvents() option {
 	return func(s *settings) { s.events = true }
 }
 
+// withLoginAtStart has the proxy log in when the config starts, as it does
+// by default. Without it the env's Caddyfile sets lazy_login, so that a
+// test's first request makes the first token request, as most tests
+// expect.
+func withLoginAtStart() option {
+	return func(s *settings) { s.atStart = true }
+}
+
 // newEnv starts a simulator and a proxy in front of it, and returns once
 // the proxy runs its config. The proxy's environment has the APIC_*
 // variables of the simulator's developer user (APIC_SERVER, APIC_REALM,
@@ -167,6 +177,7 @@ func newEnv(t *testing.T, opts ...option) *env {
 		logFile: filepath.Join(dir, "caddy.log"),
 		auth:    s.auth,
 		events:  s.events,
+		atStart: s.atStart,
 	}
 	// Closed after the proxy has stopped: it signs out on its way.
 	srv := httptest.NewServer(e.up)
@@ -243,6 +254,9 @@ func (e *env) caddyfileSite(body string) string {
 	var events string
 	if e.events {
 		events = "\n\tevents"
+	}
+	if !e.atStart {
+		events += "\n\tapic_auth {\n\t\tlazy_login\n\t}"
 	}
 	bind := "unix/" + e.sock
 	if e.tcpAddr != "" {

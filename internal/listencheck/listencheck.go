@@ -47,14 +47,15 @@ func TCP(addr string) error {
 	return err
 }
 
-// Unix reports an *InUseError when something accepts connections on the
-// unix socket at path. A path that does not exist, or a socket file that
-// nobody listens on any more (left behind by a process that died), is
-// free: a server may unlink and bind it. A path that is not a socket is
-// left for the server's bind to refuse.
+// Unix reports an *InUseError when another process accepts connections
+// on the unix socket at path. A path that does not exist, a socket file
+// that nobody listens on any more (left behind by a process that died),
+// or a socket this process holds (on Linux) is free: a server may unlink
+// and bind it, or bind its own again. A path that is not a socket is left
+// for the server's bind to refuse.
 func Unix(path string) error {
 	fi, err := os.Stat(path)
-	if err != nil || fi.Mode()&os.ModeSocket == 0 {
+	if err != nil || fi.Mode()&os.ModeSocket == 0 || heldHere(path) {
 		return nil
 	}
 	c, err := net.DialTimeout("unix", path, dialTimeout)

@@ -1,10 +1,12 @@
 package listencheck
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -88,8 +90,30 @@ func TestUnix(t *testing.T) {
 	if err := Unix(path); err != nil {
 		t.Fatalf("no file: %v", err)
 	}
+	// A socket of this process is its own to bind again.
 	ln, err := net.Listen("unix", path)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Unix(path); err != nil {
+		t.Fatalf("own socket: %v", err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	// Another process's live socket.
+	other := exec.Command("python3", "-c", "import socket,sys,os\nos.unlink(sys.argv[1])\ns=socket.socket(socket.AF_UNIX)\ns.bind(sys.argv[1])\ns.listen(1)\nprint('up',flush=True)\nsys.stdin.read()", path)
+	stdin, err := other.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := other.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Start(); err != nil {
+		t.Skipf("no python3 to hold a socket in another process: %v", err)
+	}
+	if _, err := bufio.NewReader(out).ReadString('\n'); err != nil {
 		t.Fatal(err)
 	}
 	err = Unix(path)
@@ -98,8 +122,10 @@ func TestUnix(t *testing.T) {
 		t.Fatalf("live socket: got %v, want %q", err, path+" is already in use")
 	}
 	// A socket file left behind by a listener that is gone is free.
-	ln.(*net.UnixListener).SetUnlinkOnClose(false)
-	ln.Close()
+	stdin.Close()
+	if err := other.Wait(); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("the stale socket file should remain: %v", err)
 	}
