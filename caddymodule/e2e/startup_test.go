@@ -365,7 +365,7 @@ func TestReloadKeepsTCPAddress(t *testing.T) {
 // any request, and logs one line saying what is proxied as whom.
 func TestRunLogsInAtStart(t *testing.T) {
 	e := newEnv(t, withLoginAtStart())
-	e.await("the ready line", func() bool { return strings.Contains(e.logText(), `"msg":"apic_auth ready: `) })
+	e.awaitLog("the ready line", `"msg":"apic_auth ready: `)
 	logs := e.logText()
 	for _, want := range []string{`"user":"developer"`, `"token_valid_until":`, `"listen":["unix/` + e.sock} {
 		if !strings.Contains(logs, want) {
@@ -384,7 +384,7 @@ func TestRunWrongPasswordLogsErrorAndServes(t *testing.T) {
 	const wrong = "Jw4-wrong-Pm81t"
 	e := newEnv(t, withLoginAtStart(), withVar("APIC_PASSWORD", wrong))
 	const msg = `"msg":"API Connect login at start failed`
-	e.await("the login error", func() bool { return strings.Contains(e.logText(), msg) })
+	e.awaitLog("the login error", msg)
 	logs := e.logText()
 	if strings.Count(logs, msg) != 1 || !strings.Contains(logs, `"cause":"refused"`) ||
 		!strings.Contains(logs, `"hint":"check the user name, the password and the client id and secret"`) {
