@@ -916,10 +916,17 @@ func (e *env) tokenArrivals() []time.Time {
 // answered a request. The deadline only ends a broken test.
 func (e *env) await(what string, cond func() bool) {
 	e.t.Helper()
+	e.awaitWoken(what, e.up.next, cond)
+}
+
+// awaitWoken waits until cond holds, looking again whenever the channel
+// that wake returns (before each look) is closed or sends.
+func (e *env) awaitWoken(what string, wake func() <-chan struct{}, cond func() bool) {
+	e.t.Helper()
 	timer := time.NewTimer(awaitBound)
 	defer timer.Stop()
 	for {
-		changed := e.up.next()
+		changed := wake()
 		if cond() {
 			return
 		}

@@ -3,14 +3,14 @@ package e2e
 import (
 	"os"
 	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// awaitLog waits until the proxy's log holds s. Unlike await, which looks
-// again at each answer of the simulator, it looks again at each write to
-// the log (inotify): for lines the proxy writes after the last answer.
+// awaitLog waits until the proxy's log (or, for a Caddyfile that logs
+// there, its standard error) holds s. Unlike await, which looks again at
+// each answer of the simulator, it looks again at each write to either
+// (inotify): for lines the proxy writes after the last answer.
 func (e *env) awaitLog(what, s string) {
 	e.t.Helper()
 	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
@@ -19,8 +19,14 @@ func (e *env) awaitLog(what, s string) {
 	}
 	f := os.NewFile(uintptr(fd), "inotify")
 	defer f.Close()
-	if _, err := unix.InotifyAddWatch(fd, e.logFile, unix.IN_MODIFY); err != nil {
-		e.t.Fatal(err)
+	var watched int
+	for _, file := range []string{e.logFile, e.stderrFile()} {
+		if _, err := unix.InotifyAddWatch(fd, file, unix.IN_MODIFY); err == nil {
+			watched++
+		}
+	}
+	if watched == 0 {
+		e.t.Fatal("neither the log nor standard error can be watched")
 	}
 	written := make(chan struct{}, 1)
 	go func() {
@@ -35,15 +41,16 @@ func (e *env) awaitLog(what, s string) {
 			}
 		}
 	}()
-	timer := time.NewTimer(awaitBound)
-	defer timer.Stop()
-	for !strings.Contains(e.logText(), s) {
-		select {
-		case <-written:
-		case <-e.exited:
-			e.t.Fatalf("waiting for %s: the proxy exited: %v\n%s", what, e.waitErr, e.stderr())
-		case <-timer.C:
-			e.t.Fatalf("no %s within %s", what, awaitBound)
-		}
-	}
+	e.awaitWoken(what, func() <-chan struct{} { return written }, func() bool {
+		logs, _ := os.ReadFile(e.logFile) // absent when the Caddyfile logs elsewhere
+		return strings.Contains(string(logs), s) || strings.Contains(e.stderr(), s)
+	})
+}
+
+// awaitFirstLogin waits for the log line of the first login at start and
+// returns the token requests made so far.
+func (e *env) awaitFirstLogin() int {
+	e.t.Helper()
+	e.awaitLog("the first login", `"msg":"apic_auth ready: `)
+	return e.sim.TokenRequests("", "")
 }

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -101,7 +103,8 @@ func TestUnix(t *testing.T) {
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	ln.Close()
 	// Another process's live socket.
-	other := exec.Command("python3", "-c", "import socket,sys,os\nos.unlink(sys.argv[1])\ns=socket.socket(socket.AF_UNIX)\ns.bind(sys.argv[1])\ns.listen(1)\nprint('up',flush=True)\nsys.stdin.read()", path)
+	other := exec.Command(os.Args[0], "-test.run=^TestHoldSocket$")
+	other.Env = append(os.Environ(), "LISTENCHECK_HOLD="+path)
 	stdin, err := other.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -111,10 +114,10 @@ func TestUnix(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := other.Start(); err != nil {
-		t.Skipf("no python3 to hold a socket in another process: %v", err)
-	}
-	if _, err := bufio.NewReader(out).ReadString('\n'); err != nil {
 		t.Fatal(err)
+	}
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "listening\n" {
+		t.Fatalf("the other process: %q, %v", line, err)
 	}
 	err = Unix(path)
 	var inUse *InUseError
@@ -140,4 +143,23 @@ func TestUnix(t *testing.T) {
 	if err := Unix(plain); err != nil {
 		t.Fatalf("regular file: %v", err)
 	}
+}
+
+// TestHoldSocket is the other process of TestUnix: with LISTENCHECK_HOLD
+// set it listens on that unix socket, says so, and holds it until its
+// standard input closes, leaving the socket file behind.
+func TestHoldSocket(t *testing.T) {
+	path := os.Getenv("LISTENCHECK_HOLD")
+	if path == "" {
+		t.Skip("the other process of TestUnix")
+	}
+	_ = os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	defer ln.Close()
+	fmt.Println("listening")
+	_, _ = io.Copy(io.Discard, os.Stdin)
 }
