@@ -428,24 +428,22 @@ func (o *proxyOptions) config() (*caddy.Config, string, error) {
 			// Nothing is stored: no certificates to clean up or check.
 			"tls": caddyconfig.JSON(caddytls.TLS{DisableStorageClean: true, DisableStorageCheck: true}, nil),
 		},
-		Logging: &caddy.Logging{Logs: quietLogs(o.Debug, o.AccessLog, o.Admin != "")},
+		Logging: &caddy.Logging{Logs: quietLogs(o.Debug, o.AccessLog)},
 	}
 	return cfg, listen, nil
 }
 
 // quietLogs are the quick start's logs: at debug level everything; else
 // warnings and errors, without Caddy's lines about its own start (the
-// ready line says what the quick start runs) nor the apic_auth app's
-// (the quick start reports the first login itself), and the access log
-// with --access-log.
-func quietLogs(debug, accessLog, admin bool) map[string]*caddy.CustomLog {
+// ready line says what the quick start runs) and its admin API's ("admin
+// endpoint disabled", "host checking disabled" on a unix socket), nor the
+// apic_auth app's (the quick start reports the first login itself), and
+// the access log with --access-log.
+func quietLogs(debug, accessLog bool) map[string]*caddy.CustomLog {
 	if debug {
 		return map[string]*caddy.CustomLog{"default": {BaseLog: caddy.BaseLog{Level: zap.DebugLevel.CapitalString()}}}
 	}
-	exclude := []string{"apic_auth", "http.log.access"}
-	if !admin {
-		exclude = append(exclude, "admin") // "admin endpoint disabled"
-	}
+	exclude := []string{"apic_auth", "http.log.access", "admin"}
 	logs := map[string]*caddy.CustomLog{"default": {
 		BaseLog: caddy.BaseLog{Level: zap.WarnLevel.CapitalString()},
 		Exclude: exclude,
@@ -477,7 +475,10 @@ func (o *proxyOptions) adminConfig() (*caddy.AdminConfig, error) {
 	if err != nil || port == "0" || beyondLoopback(o.Admin) || host == "" {
 		return nil, fmt.Errorf("--admin: want unix//path[|0600] or a loopback host:port (127.0.0.1:2019), got %q: whoever reaches the admin API can read the secrets", o.Admin)
 	}
-	cfg.EnforceOrigin = true // Caddy's default origins are the address's loopback names
+	// Caddy then checks every request's Host, and the Origin of every
+	// browser request (Origin or Sec-Fetch-Mode), against the address's
+	// loopback names: no DNS rebinding, no cross-site request. (Its
+	// enforce_origin would refuse curl too, which sends no Origin.)
 	return cfg, nil
 }
 

@@ -183,7 +183,7 @@ func TestQuickStartAdminAndGrace(t *testing.T) {
 	}{
 		{"", `"admin":{"disabled":true,"config":{"persist":false}}`},
 		{"unix//run/a.sock|0600", `"admin":{"listen":"unix//run/a.sock|0600","config":{"persist":false}}`},
-		{"127.0.0.1:2999", `"admin":{"listen":"127.0.0.1:2999","enforce_origin":true,"config":{"persist":false}}`},
+		{"127.0.0.1:2999", `"admin":{"listen":"127.0.0.1:2999","config":{"persist":false}}`},
 	} {
 		o := base
 		o.Admin, o.GracePeriod = tc.admin, 3*time.Second
