@@ -18,16 +18,28 @@ func init() {
 	caddy.RegisterModule(App{})
 }
 
-// App is apic_auth's Caddy app. It is never configured: every apic_auth
-// handler loads it, and once the config's servers are set up it checks
-// what a handler cannot see from its place in a route, such as the
-// addresses its server listens on. It starts the token files of its
-// config's handlers when the config starts, and stops them when it stops.
+// App is apic_auth's Caddy app. Every apic_auth handler loads it; it
+// needs no configuration. While the config is provisioned it checks that
+// no other process listens on the http app's addresses; when the config
+// starts, it refuses to start if one does, starts the token files of its
+// config's handlers, warns about servers open beyond loopback, and starts
+// each new identity's first login in the background, so that a refused
+// password is known at start rather than at the first request. When the
+// config stops, it stops its token files.
 type App struct {
+	// LazyLogin defers each identity's first login to its first request.
+	// Default off: the first login starts with the config, and its
+	// outcome is logged (an ERROR with a hint when it fails).
+	LazyLogin bool `json:"lazy_login,omitempty"`
+
 	ctx    caddy.Context
 	logger *zap.Logger
 	// sinks are the token files of this config's handlers, by path.
 	sinks map[string]*sinkClaim
+
+	checked   bool  // checkListeners ran (provisioning is sequential)
+	listenErr error // another process listens on an address of the config
+	ids       []*identity
 }
 
 // CaddyModule returns the Caddy module information.
@@ -62,11 +74,34 @@ func (a *App) claimSink(option string, s *tokensink.Sink, id *identity) error {
 	return nil
 }
 
-// Start starts the token files of this config's handlers, then warns
+// checkListeners checks, once per config, that no other process listens
+// on an address of the http app among the ancestors of ctx (a handler's
+// context). It runs at provisioning, before any app starts and binds its
+// addresses; the outcome is reported by Start, so that caddy validate,
+// which provisions but starts nothing, does not fail on a running proxy.
+func (a *App) checkListeners(ctx caddy.Context) {
+	if a.checked {
+		return
+	}
+	a.checked = true
+	for _, m := range ctx.Modules() {
+		if httpApp, ok := m.(*caddyhttp.App); ok {
+			a.listenErr = checkHTTPListeners(httpApp)
+			return
+		}
+	}
+}
+
+// Start refuses to start when another process listens on an address of
+// the config. It starts the token files of this config's handlers, warns
 // about every server that holds an apic_auth handler without
-// allowed_hosts and listens beyond loopback: anyone who reaches the port
-// acts as the user.
+// allowed_hosts and listens beyond loopback (anyone who reaches the port
+// acts as the user), and starts the first login of every identity that
+// has not logged in yet, unless LazyLogin.
 func (a *App) Start() error {
+	if a.listenErr != nil {
+		return a.listenErr
+	}
 	for _, path := range slices.Sorted(maps.Keys(a.sinks)) {
 		a.sinks[path].start()
 	}
@@ -78,12 +113,17 @@ func (a *App) Start() error {
 	if !ok {
 		return nil
 	}
+	listens := make(map[*identity][]string)
 	for name, srv := range httpApp.Servers {
 		var open bool
 		walkHandlers(srv.Routes, func(h *Handler) {
 			if len(h.AllowedHosts) == 0 {
 				open = true
 			}
+			if _, seen := listens[h.id]; !seen {
+				a.ids = append(a.ids, h.id)
+			}
+			listens[h.id] = append(listens[h.id], srv.Listen...)
 		})
 		if !open {
 			continue
@@ -95,6 +135,12 @@ func (a *App) Start() error {
 			a.logger.Warn("apic_auth is served beyond loopback: anyone who reaches this address acts as the proxy's user; bind to 127.0.0.1 or a unix socket, or put authentication in front and list the names clients use in allowed_hosts",
 				zap.String("server", name), zap.String("listen", l))
 		}
+	}
+	if a.LazyLogin {
+		return nil
+	}
+	for _, id := range a.ids {
+		id.loginAtStart(a.logger, listens[id])
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -14,6 +15,7 @@ import (
 func init() {
 	httpcaddyfile.RegisterHandlerDirective("apic_auth", parseCaddyfile)
 	httpcaddyfile.RegisterDirectiveOrder("apic_auth", httpcaddyfile.After, "request_header")
+	httpcaddyfile.RegisterGlobalOption("apic_auth", parseGlobalOption)
 }
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
@@ -232,3 +234,32 @@ func listArgs(d *caddyfile.Dispenser, dst *[]string) error {
 
 // Interface guard
 var _ caddyfile.Unmarshaler = (*Handler)(nil)
+
+// parseGlobalOption sets up the apic_auth app from the global options
+// block:
+//
+//	apic_auth {
+//		lazy_login
+//	}
+//
+// lazy_login defers each identity's first login to its first request
+// (App.LazyLogin).
+func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
+	app := new(App)
+	d.Next() // the option's name
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "lazy_login":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			app.LazyLogin = true
+		default:
+			return nil, d.Errf("apic_auth global option: unknown setting %q", d.Val())
+		}
+	}
+	return httpcaddyfile.App{Name: "apic_auth", Value: caddyconfig.JSON(app, nil)}, nil
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
@@ -198,5 +199,21 @@ func TestSyntaxNamesEveryOption(t *testing.T) {
 	}
 	if got := slices.Sorted(maps.Keys(known)); !slices.Equal(got, subdirectiveNames) {
 		t.Errorf("the switch knows %q, subdirectiveNames %q", got, subdirectiveNames)
+	}
+}
+
+func TestGlobalOption(t *testing.T) {
+	v, err := parseGlobalOption(caddyfile.NewTestDispenser("apic_auth {\n\tlazy_login\n}"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, ok := v.(httpcaddyfile.App)
+	if !ok || app.Name != "apic_auth" || string(app.Value) != `{"lazy_login":true}` {
+		t.Fatalf("got %#v", v)
+	}
+	for _, bad := range []string{"apic_auth on", "apic_auth {\n\tlazy_login yes\n}", "apic_auth {\n\teager\n}"} {
+		if _, err := parseGlobalOption(caddyfile.NewTestDispenser(bad), nil); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
 	}
 }

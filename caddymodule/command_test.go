@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
@@ -42,9 +43,12 @@ func TestQuickStartConfigErrors(t *testing.T) {
 		opts proxyOptions
 		want string
 	}{
-		{proxyOptions{}, "missing --to (APIC_SERVER: the API Connect platform API base URL), --username (APIC_USERNAME), a password (APIC_PASSWORD, --password-file or standard input), --realm (APIC_REALM), --client-id (APIC_CLIENT_ID), a client secret (APIC_CLIENT_SECRET or --client-secret-file)"},
-		{proxyOptions{APIKey: "{env.K}", ClientID: "id"}, "missing --to (APIC_SERVER: the API Connect platform API base URL), a client secret (APIC_CLIENT_SECRET or --client-secret-file)"},
+		{proxyOptions{}, "missing --to (or --server, APIC_SERVER or --credentials: the API Connect platform API base URL), --username (APIC_USERNAME), a password (APIC_PASSWORD, --password-file or standard input), --realm (APIC_REALM), --client-id (APIC_CLIENT_ID), a client secret (APIC_CLIENT_SECRET or --client-secret-file)"},
+		{proxyOptions{APIKey: "{env.K}", ClientID: "id"}, "missing --to (or --server, APIC_SERVER or --credentials: the API Connect platform API base URL), a client secret (APIC_CLIENT_SECRET or --client-secret-file)"},
 		{proxyOptions{To: "https://h/api", APIKey: "{env.K}", ClientID: "id", ClientSecret: "{env.S}"}, "--to: give the base URL without the trailing /api"},
+		{proxyOptions{To: "https://h/api", ToFrom: "APIC_SERVER", APIKey: "{env.K}", ClientID: "id", ClientSecret: "{env.S}"}, "APIC_SERVER: give the base URL without the trailing /api"},
+		{proxyOptions{To: "https://h", APIKey: "{env.K}", ClientID: "id", ClientSecret: "{env.S}", Admin: "0.0.0.0:2019", From: ":9080"}, "--admin: want unix//path[|0600] or a loopback host:port"},
+		{proxyOptions{To: "https://h", APIKey: "{env.K}", ClientID: "id", ClientSecret: "{env.S}", Admin: "127.0.0.1:0", From: ":9080"}, "--admin: want"},
 		{proxyOptions{To: "https://h"}, "missing --username (APIC_USERNAME), a password (APIC_PASSWORD, --password-file or standard input), --realm (APIC_REALM), --client-id (APIC_CLIENT_ID), a client secret (APIC_CLIENT_SECRET or --client-secret-file)"},
 		{proxyOptions{To: "https://h", Realm: "consumer:org:cat/cat-idp", Username: "u", Password: "{env.P}", ClientID: "id", ClientSecret: "{env.S}"}, `--realm (APIC_REALM) "consumer:org:cat/cat-idp": consumer realms are for the consumer API, and the proxy logs in to the platform API: want <scope>/<identity provider>, scope admin (Cloud Manager) or provider (API Manager), e.g. provider/default-idp-2; list them with apic-auth-proxy apic-realms --server https://h`},
 		{proxyOptions{To: "https://h", APIKey: "{env.K}", ClientID: "id", ClientSecret: "{env.S}", From: "9080"}, "--from: want host:port"},
@@ -159,5 +163,41 @@ func TestSecretPlaceholderKeepsSecretOutOfConfig(t *testing.T) {
 	got, err := caddy.NewReplacer().ReplaceOrErr(ph, true, true)
 	if err != nil || got != "pa{ss}word" {
 		t.Fatalf("resolved %q, %v", got, err)
+	}
+}
+
+func TestValidity(t *testing.T) {
+	now := time.Date(2026, 5, 1, 10, 7, 0, 0, time.Local)
+	for d, want := range map[time.Duration]string{
+		8*time.Hour - 300*time.Millisecond: "18:07 (8h)",
+		90 * time.Minute:                   "11:37 (1h30m)",
+		45*time.Minute + 20*time.Second:    "10:52 (45m)",
+		20 * time.Second:                   "10:07 (20s)",
+	} {
+		if got := validity(now.Add(d), now); got != want {
+			t.Errorf("validity(now+%s) = %q, want %q", d, got, want)
+		}
+	}
+}
+
+func TestQuickStartAdminAndGrace(t *testing.T) {
+	base := proxyOptions{To: "https://h", APIKey: "{env.K}", ClientID: "id", ClientSecret: "{env.S}", From: "127.0.0.1:0"}
+	for _, tc := range []struct {
+		admin, want string
+	}{
+		{"", `"admin":{"disabled":true,"config":{"persist":false}}`},
+		{"unix//run/a.sock|0600", `"admin":{"listen":"unix//run/a.sock|0600","config":{"persist":false}}`},
+		{"127.0.0.1:2999", `"admin":{"listen":"127.0.0.1:2999","config":{"persist":false}}`},
+	} {
+		o := base
+		o.Admin, o.GracePeriod = tc.admin, 3*time.Second
+		cfg, _, err := o.config()
+		if err != nil {
+			t.Fatal(err)
+		}
+		js, _ := json.Marshal(cfg)
+		if !strings.Contains(string(js), tc.want) || !strings.Contains(string(js), `"grace_period":3000000000`) {
+			t.Errorf("--admin %q: config %s lacks %s or the grace period", tc.admin, js, tc.want)
+		}
 	}
 }

@@ -261,8 +261,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
-	// The app checks, at start, what a handler cannot see from here, and
-	// starts the token files of its config.
+	// The app checks what a handler cannot see from here, starts the
+	// first login when the config starts, and starts the token files of
+	// its config.
 	app, err := ctx.App("apic_auth")
 	if err != nil {
 		return err
@@ -274,6 +275,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			}
 		}
 	}
+	app.(*App).checkListeners(ctx)
 	return nil
 }
 

@@ -70,6 +70,7 @@ type env struct {
 	auth    []string          // lines every authBlock gets (withAuth)
 	vars    map[string]string // the process's environment
 	events  bool              // the config runs the events app
+	atStart bool              // the first login starts with the config
 	tcpFile *os.File          // the TCP listener until the process has it
 
 	cmd     *exec.Cmd
@@ -91,6 +92,7 @@ type settings struct {
 	vars      map[string]string
 	tcp       bool
 	events    bool
+	atStart   bool
 }
 
 // withSim changes the simulator's config.
@@ -144,6 +146,14 @@ func withEvents() option {
 	return func(s *settings) { s.events = true }
 }
 
+// withLoginAtStart has the proxy log in when the config starts, as it does
+// by default. Without it the env's Caddyfile sets lazy_login, so that a
+// test's first request makes the first token request, as most tests
+// expect.
+func withLoginAtStart() option {
+	return func(s *settings) { s.atStart = true }
+}
+
 // newEnv starts a simulator and a proxy in front of it, and returns once
 // the proxy runs its config. The proxy's environment has the APIC_*
 // variables of the simulator's developer user (APIC_SERVER, APIC_REALM,
@@ -168,6 +178,7 @@ func newEnv(t *testing.T, opts ...option) *env {
 		logFile: filepath.Join(dir, "caddy.log"),
 		auth:    s.auth,
 		events:  s.events,
+		atStart: s.atStart,
 	}
 	// Closed after the proxy has stopped: it signs out on its way.
 	e.upSrv = httptest.NewServer(e.up)
@@ -244,6 +255,9 @@ func (e *env) caddyfileSite(body string) string {
 	var events string
 	if e.events {
 		events = "\n\tevents"
+	}
+	if !e.atStart {
+		events += "\n\tapic_auth {\n\t\tlazy_login\n\t}"
 	}
 	bind := "unix/" + e.sock
 	if e.tcpAddr != "" {
@@ -935,10 +949,17 @@ func (e *env) tokenArrivals() []time.Time {
 // answered a request. The deadline only ends a broken test.
 func (e *env) await(what string, cond func() bool) {
 	e.t.Helper()
+	e.awaitWoken(what, e.up.next, cond)
+}
+
+// awaitWoken waits until cond holds, looking again whenever the channel
+// that wake returns (before each look) is closed or sends.
+func (e *env) awaitWoken(what string, wake func() <-chan struct{}, cond func() bool) {
+	e.t.Helper()
 	timer := time.NewTimer(awaitBound)
 	defer timer.Stop()
 	for {
-		changed := e.up.next()
+		changed := wake()
 		if cond() {
 			return
 		}
