@@ -13,13 +13,25 @@ func init() {
 	caddy.RegisterModule(App{})
 }
 
-// App is apic_auth's Caddy app. It is never configured: every apic_auth
-// handler loads it, and once the config's servers are set up it checks
-// what a handler cannot see from its place in a route, such as the
-// addresses its server listens on.
+// App is apic_auth's Caddy app. Every apic_auth handler loads it; it
+// needs no configuration. While the config is provisioned it checks that
+// no other process listens on the http app's addresses; when the config
+// starts, it refuses to start if one does, warns about servers open beyond
+// loopback, and starts each new identity's first login in the background,
+// so that a refused password is known at start rather than at the first
+// request.
 type App struct {
+	// LazyLogin defers each identity's first login to its first request.
+	// Default off: the first login starts with the config, and its
+	// outcome is logged (an ERROR with a hint when it fails).
+	LazyLogin bool `json:"lazy_login,omitempty"`
+
 	ctx    caddy.Context
 	logger *zap.Logger
+
+	checked   bool  // checkListeners ran (provisioning is sequential)
+	listenErr error // another process listens on an address of the config
+	ids       []*identity
 }
 
 // CaddyModule returns the Caddy module information.
@@ -36,10 +48,33 @@ func (a *App) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Start warns about every server that holds an apic_auth handler without
-// allowed_hosts and listens beyond loopback: anyone who reaches the port
-// acts as the user.
+// checkListeners checks, once per config, that no other process listens
+// on an address of the http app among the ancestors of ctx (a handler's
+// context). It runs at provisioning, before any app starts and binds its
+// addresses; the outcome is reported by Start, so that caddy validate,
+// which provisions but starts nothing, does not fail on a running proxy.
+func (a *App) checkListeners(ctx caddy.Context) {
+	if a.checked {
+		return
+	}
+	a.checked = true
+	for _, m := range ctx.Modules() {
+		if httpApp, ok := m.(*caddyhttp.App); ok {
+			a.listenErr = checkHTTPListeners(httpApp)
+			return
+		}
+	}
+}
+
+// Start refuses to start when another process listens on an address of
+// the config; it warns about every server that holds an apic_auth handler
+// without allowed_hosts and listens beyond loopback (anyone who reaches
+// the port acts as the user), and starts the first login of every
+// identity that has not logged in yet, unless LazyLogin.
 func (a *App) Start() error {
+	if a.listenErr != nil {
+		return a.listenErr
+	}
 	appVal, err := a.ctx.AppIfConfigured("http")
 	if err != nil {
 		return nil // no http app: no handler either
@@ -48,12 +83,17 @@ func (a *App) Start() error {
 	if !ok {
 		return nil
 	}
+	listens := make(map[*identity][]string)
 	for name, srv := range httpApp.Servers {
 		var open bool
 		walkHandlers(srv.Routes, func(h *Handler) {
 			if len(h.AllowedHosts) == 0 {
 				open = true
 			}
+			if _, seen := listens[h.id]; !seen {
+				a.ids = append(a.ids, h.id)
+			}
+			listens[h.id] = append(listens[h.id], srv.Listen...)
 		})
 		if !open {
 			continue
@@ -65,6 +105,12 @@ func (a *App) Start() error {
 			a.logger.Warn("apic_auth is served beyond loopback: anyone who reaches this address acts as the proxy's user; bind to 127.0.0.1 or a unix socket, or put authentication in front and list the names clients use in allowed_hosts",
 				zap.String("server", name), zap.String("listen", l))
 		}
+	}
+	if a.LazyLogin {
+		return nil
+	}
+	for _, id := range a.ids {
+		id.loginAtStart(a.logger, listens[id])
 	}
 	return nil
 }

@@ -1,6 +1,8 @@
 package caddymodule
 
 import (
+	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -17,6 +20,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/headers"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/rewrite"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
@@ -27,7 +31,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "apic-proxy",
-		Usage: "[--from <addr>] [--to <url>] [--realm <realm>] [--username <user>] [--client-id <id>] [--password-file <file>] [--client-secret-file <file>] [--api-key-file <file>] [--insecure] [--ca-cert <pem>] [--allowed-host <host>] [--demo]",
+		Usage: "[--from <addr>] [--to <url>] [--credentials <credentials.json>] [--realm <realm>] [--username <user>] [--client-id <id>] [--password-file <file>] [--client-secret-file <file>] [--api-key-file <file>] [--insecure] [--ca-cert <pem>] [--timeout <duration>] [--allowed-host <host>] [--admin <addr>] [--grace-period <duration>] [--lazy] [--demo]",
 		Short: "Proxy to API Connect, logging in and injecting the bearer token",
 		Long: `
 Starts a local authenticating proxy in front of an IBM API Connect
@@ -56,6 +60,28 @@ no request from a web page (Origin or Sec-Fetch-Site) is forwarded at all.
 --allowed-host names one more host clients may use (repeatable), such as
 a Kubernetes Service name.
 
+It logs in at start and says so on standard error, with the address,
+the server, the user and how long the token is valid:
+
+  ready: http://127.0.0.1:9080 → https://apim.example.com as me (provider/default-idp-2), token valid until 18:07 (8h)
+
+A refused login, an untrusted certificate or an unreachable server ends
+it at once (exit status 1) with the server's message and what to check;
+--lazy starts without logging in (the first request does), for a start
+while API Connect cannot be reached. --timeout bounds each token request
+(default 10s). An address another process listens on is refused.
+
+--server is the same as --to; --credentials reads the server, client id
+and client secret from the toolkit's credentials.json ("Download
+toolkit" in API Manager). A flag given on the command line wins over the
+file; the file wins over the APIC_* variables.
+
+--admin serves Caddy's admin API (/apic_auth/status, /metrics, ...) on a
+unix socket (unix//path|0600, only its owner can connect) or a loopback
+address (Host and Origin checked); it is off by default. Whoever reaches
+it can read the secrets: prefer the unix socket. --grace-period is how
+long a stop waits for requests in flight (default: as long as they take).
+
 --demo starts the built-in API Connect simulator on a loopback port and
 proxies to it as its Cloud Manager user, so everything can be tried
 without an API Manager.
@@ -64,6 +90,10 @@ without an API Manager.
 			fs := cmd.Flags()
 			fs.String("from", toolkit.EnvOr("APIC_PROXY_FROM", "127.0.0.1:9080"), "address to listen on ($APIC_PROXY_FROM)")
 			toolkit.AddLoginFlags(cmd, "provider/default-idp-2")
+			toolkit.AddChoreFlags(cmd)
+			fs.String("admin", "", "serve Caddy's admin API on unix//path|0600 or a loopback host:port (default off)")
+			fs.Duration("grace-period", 0, "how long a stop waits for requests in flight (default: until they end)")
+			fs.Bool("lazy", false, "do not log in at start: the first request does")
 			fs.StringArray("allowed-host", nil, "host name clients may use besides loopback ones (repeatable)")
 			fs.Bool("demo", false, "proxy to the built-in API Connect simulator")
 			fs.Bool("access-log", false, "log every request")
@@ -77,8 +107,11 @@ without an API Manager.
 // placeholders ({env.*} or {file.*}), never the secrets themselves, so the
 // config built from them holds none either.
 type proxyOptions struct {
-	From         string
-	To           string
+	From string
+	To   string
+	// ToFrom names the setting that gave To, for errors: --to (default),
+	// --server, --credentials or APIC_SERVER.
+	ToFrom       string
 	Realm        string
 	Username     string
 	Password     string
@@ -87,27 +120,31 @@ type proxyOptions struct {
 	ClientSecret string
 	Insecure     bool
 	CACerts      []string
+	Timeout      time.Duration
 	AllowedHosts []string
-	AccessLog    bool
-	Debug        bool
+	// Admin is the admin API's address; "" leaves it off.
+	Admin       string
+	GracePeriod time.Duration
+	Lazy        bool
+	AccessLog   bool
+	Debug       bool
 }
 
 func cmdAPICProxy(fl caddycmd.Flags) (int, error) {
 	caddy.TrapSignals()
 	opts := proxyOptions{
-		From:      fl.String("from"),
-		To:        fl.String("to"),
-		Realm:     fl.String("realm"),
-		Username:  fl.String("username"),
-		ClientID:  fl.String("client-id"),
-		Insecure:  fl.Bool("insecure"),
-		AccessLog: fl.Bool("access-log"),
-		Debug:     fl.Bool("debug"),
+		From:        fl.String("from"),
+		Realm:       fl.String("realm"),
+		Username:    fl.String("username"),
+		ClientID:    fl.String("client-id"),
+		Timeout:     fl.Duration("timeout"),
+		Admin:       fl.String("admin"),
+		GracePeriod: fl.Duration("grace-period"),
+		Lazy:        fl.Bool("lazy"),
+		AccessLog:   fl.Bool("access-log"),
+		Debug:       fl.Bool("debug"),
 	}
 	var err error
-	if opts.CACerts, err = fl.GetStringArray("ca-cert"); err != nil {
-		return caddy.ExitCodeFailedStartup, err
-	}
 	if opts.AllowedHosts, err = fl.GetStringArray("allowed-host"); err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
@@ -122,7 +159,7 @@ func cmdAPICProxy(fl caddycmd.Flags) (int, error) {
 		opts.To, opts.Realm, opts.Username, opts.ClientID = d.Server, d.Realm, d.Username, d.ClientID
 		opts.Password = secretPlaceholder("APIC_AUTH_PROXY_DEMO_PASSWORD", d.Password)
 		opts.ClientSecret = secretPlaceholder("APIC_AUTH_PROXY_DEMO_CLIENT_SECRET", d.ClientSecret)
-	} else if err := opts.readSecrets(fl); err != nil {
+	} else if err := opts.fromFlags(fl); err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
 
@@ -130,45 +167,44 @@ func cmdAPICProxy(fl caddycmd.Flags) (int, error) {
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
+	// Refuse an address another process listens on before anything
+	// binds: the admin API is bound before the config's apps load.
+	for _, addr := range []string{opts.Admin, listen} {
+		if addr == "" {
+			continue
+		}
+		if err := checkListenAddrs([]string{addr}); err != nil {
+			return caddy.ExitCodeFailedStartup, err
+		}
+	}
 	if err := caddy.Run(cfg); err != nil {
 		return caddy.ExitCodeFailedStartup, errors.New(ErrorMessage(err))
 	}
-	caddy.Log().Info("apic-auth-proxy ready", zap.String("from", listen), zap.String("to", opts.To), zap.String("user", opts.Username), zap.String("realm", opts.Realm))
-	base := "http://" + listen
-	if strings.HasPrefix(listen, "unix/") {
-		path, _, _ := strings.Cut(strings.TrimPrefix(listen, "unix/"), "|") // without the file mode
-		base = "--unix-socket " + path + " http://localhost"
-	}
-	if fl.Bool("demo") {
-		fmt.Printf(`
-apic-auth-proxy demo: proxying %s to the built-in API Connect simulator at %s
-as the Cloud Manager user %s (realm %s). Try:
-
-  curl %s/api/me
-  curl %s/api/orgs
-  curl %s/api/cloud/orgs
-  curl %s/api/cloud/registrations
-
-Stop with Ctrl-C.
-`, base, opts.To, opts.Username, opts.Realm, base, base, base, base)
+	if err := opts.announce(fl.Bool("demo")); err != nil {
+		_ = caddy.Stop()
+		return caddy.ExitCodeFailedStartup, err
 	}
 	select {}
 }
 
-// secretPlaceholder puts a secret in this process's environment under name
-// and returns the placeholder that reads it, so that the config carries the
-// placeholder and not the secret. (A process's own setenv does not show
-// in /proc/<pid>/environ.)
-func secretPlaceholder(name, value string) string {
-	_ = os.Setenv(name, value)
-	return "{env." + name + "}"
-}
-
-// readSecrets picks each secret's source: a file, an APIC_* variable, or
-// (for the password) standard input.
-func (o *proxyOptions) readSecrets(fl caddycmd.Flags) error {
+// fromFlags reads the server and the login as apic-token does (see
+// toolkit.ServerFromFlags), and each secret's source: a file, an APIC_*
+// variable, the toolkit's credentials.json, or (for the password)
+// standard input.
+func (o *proxyOptions) fromFlags(fl caddycmd.Flags) error {
+	so, tk, err := toolkit.ServerFromFlags(fl)
+	if err != nil {
+		return err
+	}
+	o.To, o.ToFrom, o.Insecure, o.CACerts, o.Timeout = so.Server, so.From(), so.Insecure, so.CACerts, so.Timeout
 	src := toolkit.GatherCredentials(fl)
 	o.ClientSecret = src.ClientSecret.Placeholder()
+	if toolkit.ClientFromToolkit(fl, tk) {
+		o.ClientID = tk.ClientID
+		if !src.ClientSecret.FromFile() {
+			o.ClientSecret = secretPlaceholder("APIC_AUTH_PROXY_CLIENT_SECRET", tk.ClientSecret)
+		}
+	}
 	if src.APIKey.Set() {
 		o.APIKey = src.APIKey.Placeholder()
 		return nil
@@ -186,6 +222,105 @@ func (o *proxyOptions) readSecrets(fl caddycmd.Flags) error {
 	}
 	o.Password = secretPlaceholder("APIC_AUTH_PROXY_PASSWORD", pw)
 	return nil
+}
+
+// announce waits for the first login, unless Lazy, and prints the ready
+// line on standard error (and, for --demo, what to try on standard
+// output). A failed login is the error, with the server's message and
+// what to check.
+func (o *proxyOptions) announce(demo bool) error {
+	appVal, err := caddy.ActiveContext().App("apic_auth")
+	if err != nil {
+		return err
+	}
+	app := appVal.(*App)
+	httpVal, err := caddy.ActiveContext().App("http")
+	if err != nil {
+		return err
+	}
+	var bases []string
+	for _, srv := range httpVal.(*caddyhttp.App).Servers {
+		for _, ln := range srv.Listeners() {
+			bases = append(bases, listenerBase(ln.Addr()))
+		}
+	}
+	who := "as api key"
+	if o.APIKey == "" {
+		who = fmt.Sprintf("as %s (%s)", o.Username, o.Realm)
+	}
+	line := fmt.Sprintf("ready: %s → %s %s", strings.Join(bases, ", "), o.To, who)
+	if o.Lazy || len(app.ids) == 0 {
+		line += ", logging in at the first request"
+	} else {
+		id := app.ids[0]
+		tok, err := id.firstOutcome(context.Background())
+		if err != nil {
+			msg := id.scrub.Scrub(err.Error())
+			hint := apic.LoginHint(err, o.To, apic.HintSettings{Server: cmp.Or(o.ToFrom, "--to"), CACert: "--ca-cert", Timeout: "--timeout", APIKey: o.APIKey != ""})
+			if hint != "" {
+				msg += "; " + hint
+			}
+			return fmt.Errorf("logging in to API Connect: %s", msg)
+		}
+		line += ", token valid until " + validity(tok.Expiry, time.Now())
+	}
+	fmt.Fprintln(os.Stderr, line)
+	if demo {
+		base := bases[0]
+		if strings.HasPrefix(base, "unix socket ") {
+			base = "--unix-socket " + strings.TrimPrefix(base, "unix socket ") + " http://localhost"
+		}
+		fmt.Printf(`
+apic-auth-proxy demo: proxying %s to the built-in API Connect simulator at %s
+as the Cloud Manager user %s (realm %s). Try:
+
+  curl %s/api/me
+  curl %s/api/orgs
+  curl %s/api/cloud/orgs
+  curl %s/api/cloud/registrations
+
+Stop with Ctrl-C.
+`, base, o.To, o.Username, o.Realm, base, base, base, base)
+	}
+	return nil
+}
+
+// listenerBase is how the ready line names a listener: a URL for TCP, the
+// path for a unix socket.
+func listenerBase(a net.Addr) string {
+	if a.Network() == "unix" {
+		return "unix socket " + a.String()
+	}
+	return "http://" + a.String()
+}
+
+// validity says when a token expires, in local time, and in how long,
+// rounded: "18:07 (8h)", "09:30 (1h30m)", "12:01 (45m)".
+func validity(expiry, now time.Time) string {
+	d := expiry.Sub(now)
+	var in string
+	switch {
+	case d >= time.Hour:
+		d = d.Round(time.Minute)
+		in = fmt.Sprintf("%dh", d/time.Hour)
+		if m := d % time.Hour / time.Minute; m != 0 {
+			in += fmt.Sprintf("%dm", m)
+		}
+	case d >= time.Minute:
+		in = fmt.Sprintf("%dm", d.Round(time.Minute)/time.Minute)
+	default:
+		in = fmt.Sprintf("%ds", max(d.Round(time.Second)/time.Second, 0))
+	}
+	return fmt.Sprintf("%s (%s)", expiry.Local().Format("15:04"), in)
+}
+
+// secretPlaceholder puts a secret in this process's environment under name
+// and returns the placeholder that reads it, so that the config carries the
+// placeholder and not the secret. (A process's own setenv does not show
+// in /proc/<pid>/environ.)
+func secretPlaceholder(name, value string) string {
+	_ = os.Setenv(name, value)
+	return "{env." + name + "}"
 }
 
 // listenAddress turns --from into a listener address. A missing host means
@@ -207,14 +342,16 @@ func listenAddress(from string) (string, error) {
 
 // config builds the quick start's Caddy config: one server on the --from
 // address with apic_auth and reverse_proxy to --to, its Host header, its
-// TLS settings and its path prefix. The admin API is off and nothing is
-// persisted.
+// TLS settings and its path prefix. The admin API is off unless --admin
+// names an address, and nothing is persisted. Caddy's own start-up lines
+// are left out unless --debug: the quick start says what it does itself.
 func (o *proxyOptions) config() (*caddy.Config, string, error) {
+	toFrom := cmp.Or(o.ToFrom, "--to")
 	if o.To == "" {
-		return nil, "", errors.New("--to (or APIC_SERVER) is required: the API Connect platform API base URL")
+		return nil, "", errors.New("--to (or --server, APIC_SERVER or --credentials) is required: the API Connect platform API base URL")
 	}
 	if err := apic.CheckServer(o.To); err != nil {
-		return nil, "", fmt.Errorf("--to: %v", err)
+		return nil, "", fmt.Errorf("%s: %v", toFrom, err)
 	}
 	creds := apic.Credentials{ClientID: o.ClientID, ClientSecret: o.ClientSecret}
 	if o.APIKey != "" {
@@ -229,15 +366,21 @@ func (o *proxyOptions) config() (*caddy.Config, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	admin, err := o.adminConfig()
+	if err != nil {
+		return nil, "", err
+	}
+	if o.Timeout < 0 || o.GracePeriod < 0 {
+		return nil, "", errors.New("--timeout and --grace-period: want a positive duration")
+	}
 	to, _ := url.Parse(o.To)
 
 	auth := Handler{
 		Server: o.To, ClientID: creds.ClientID, ClientSecret: creds.ClientSecret,
 		Realm: creds.Realm, Username: creds.Username, Password: creds.Password, APIKey: creds.APIKey,
 		TLSInsecureSkipVerify: o.Insecure, TLSTrustedCACerts: o.CACerts,
-		AllowedHosts: o.AllowedHosts,
+		AllowedHosts: o.AllowedHosts, Timeout: caddy.Duration(o.Timeout),
 	}
-
 	port := to.Port()
 	if port == "" {
 		port = map[string]string{"http": "80", "https": "443"}[to.Scheme]
@@ -267,22 +410,75 @@ func (o *proxyOptions) config() (*caddy.Config, string, error) {
 		Listen:    []string{listen},
 		Routes:    caddyhttp.RouteList{{HandlersRaw: handlers}},
 		AutoHTTPS: &caddyhttp.AutoHTTPSConfig{Disabled: true},
+		// Plain HTTP: HTTP/2 needs TLS (h2c is not offered).
+		Protocols: []string{"h1"},
 	}
 	if o.AccessLog {
 		server.Logs = &caddyhttp.ServerLogConfig{}
 	}
-	app := caddyhttp.App{Servers: map[string]*caddyhttp.Server{"apic_auth_proxy": server}}
-	persist := false
-	cfg := &caddy.Config{
-		Admin:   &caddy.AdminConfig{Disabled: true, Config: &caddy.ConfigSettings{Persist: &persist}},
-		AppsRaw: caddy.ModuleMap{"http": caddyconfig.JSON(app, nil)},
+	app := caddyhttp.App{
+		Servers:     map[string]*caddyhttp.Server{"apic_auth_proxy": server},
+		GracePeriod: caddy.Duration(o.GracePeriod),
 	}
-	if o.Debug {
-		cfg.Logging = &caddy.Logging{Logs: map[string]*caddy.CustomLog{
-			"default": {BaseLog: caddy.BaseLog{Level: zap.DebugLevel.CapitalString()}},
-		}}
+	cfg := &caddy.Config{
+		Admin: admin,
+		AppsRaw: caddy.ModuleMap{
+			"http":      caddyconfig.JSON(app, nil),
+			"apic_auth": caddyconfig.JSON(App{LazyLogin: o.Lazy}, nil),
+			// Nothing is stored: no certificates to clean up or check.
+			"tls": caddyconfig.JSON(caddytls.TLS{DisableStorageClean: true, DisableStorageCheck: true}, nil),
+		},
+		Logging: &caddy.Logging{Logs: quietLogs(o.Debug, o.AccessLog, o.Admin != "")},
 	}
 	return cfg, listen, nil
+}
+
+// quietLogs are the quick start's logs: at debug level everything; else
+// warnings and errors, without Caddy's lines about its own start (the
+// ready line says what the quick start runs) nor the apic_auth app's
+// (the quick start reports the first login itself), and the access log
+// with --access-log.
+func quietLogs(debug, accessLog, admin bool) map[string]*caddy.CustomLog {
+	if debug {
+		return map[string]*caddy.CustomLog{"default": {BaseLog: caddy.BaseLog{Level: zap.DebugLevel.CapitalString()}}}
+	}
+	exclude := []string{"apic_auth", "http.log.access"}
+	if !admin {
+		exclude = append(exclude, "admin") // "admin endpoint disabled"
+	}
+	logs := map[string]*caddy.CustomLog{"default": {
+		BaseLog: caddy.BaseLog{Level: zap.WarnLevel.CapitalString()},
+		Exclude: exclude,
+	}}
+	if accessLog {
+		logs["access"] = &caddy.CustomLog{
+			BaseLog: caddy.BaseLog{Level: zap.InfoLevel.CapitalString()},
+			Include: []string{"http.log.access"},
+		}
+	}
+	return logs
+}
+
+// adminConfig is the admin API's config for --admin: off when empty; a
+// unix socket (unix//path, optionally |0600); or a loopback address, whose
+// requests must name it in Host and, from a browser, in Origin.
+func (o *proxyOptions) adminConfig() (*caddy.AdminConfig, error) {
+	persist := false
+	cfg := &caddy.AdminConfig{Disabled: true, Config: &caddy.ConfigSettings{Persist: &persist}}
+	if o.Admin == "" {
+		return cfg, nil
+	}
+	cfg.Disabled = false
+	cfg.Listen = o.Admin
+	if strings.HasPrefix(o.Admin, "unix/") {
+		return cfg, nil
+	}
+	host, port, err := net.SplitHostPort(o.Admin)
+	if err != nil || port == "0" || beyondLoopback(o.Admin) || host == "" {
+		return nil, fmt.Errorf("--admin: want unix//path[|0600] or a loopback host:port (127.0.0.1:2019), got %q: whoever reaches the admin API can read the secrets", o.Admin)
+	}
+	cfg.EnforceOrigin = true // Caddy's default origins are the address's loopback names
+	return cfg, nil
 }
 
 // DemoTarget is the API Connect server and identity --demo proxies to.

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -47,6 +48,16 @@ type identity struct {
 	// scrub removes the credentials from any text the identity shows:
 	// the 502 body, the status, events and logs.
 	scrub *apic.Scrubber
+	first firstLogin
+}
+
+// firstLogin is the outcome of an identity's first login, started by the
+// first config that uses the identity (loginAtStart).
+type firstLogin struct {
+	once sync.Once
+	done chan struct{} // closed when tok or err is set
+	tok  *session.Token
+	err  error
 }
 
 // provisionEnv is what the latest config that uses an identity gave it:
@@ -89,6 +100,7 @@ func newIdentity(c *resolved) (*identity, error) {
 	if id.name == "" {
 		id.name = defaultName(c)
 	}
+	id.first.done = make(chan struct{})
 	id.env.Store(&provisionEnv{logger: zap.NewNop()})
 	opts := session.Options{
 		Fetcher:          client,
@@ -146,6 +158,54 @@ const (
 	EventTokenObtained = "apic_auth_token_obtained"
 	EventTokenFailed   = "apic_auth_token_failed"
 )
+
+// loginAtStart starts the identity's first login in the background, once
+// in its life: later configs that use it find it logged in already. l logs
+// the outcome, and listen names the addresses whose requests get the
+// token: one INFO line when the token arrives, or one ERROR line with what
+// to do about the failure (the requests get 502 meanwhile, and the
+// session retries as it always does). The token request is bounded by the
+// identity's timeout, and ends when the session closes.
+func (id *identity) loginAtStart(l *zap.Logger, listen []string) {
+	id.first.once.Do(func() {
+		go func() {
+			tok, err := id.sess.Get(context.Background())
+			id.first.tok, id.first.err = tok, err
+			close(id.first.done)
+			switch {
+			case err == nil:
+				l.Info("apic_auth ready: requests to these addresses are sent to API Connect as this user",
+					zap.Strings("listen", listen),
+					zap.String("identity", id.name),
+					zap.String("server", id.server),
+					zap.String("user", id.user),
+					zap.String("realm", id.realm),
+					zap.Time("token_valid_until", tok.Expiry))
+			case errors.Is(err, session.ErrClosed):
+			default:
+				l.Error("API Connect login at start failed: requests get 502 until a login succeeds",
+					zap.Strings("listen", listen),
+					zap.String("identity", id.name),
+					zap.String("server", id.server),
+					zap.String("cause", session.Cause(err)),
+					zap.String("error", id.scrub.Scrub(err.Error())),
+					zap.String("hint", apic.LoginHint(err, id.server, apic.HintSettings{
+						Server: "server", CACert: "tls_trusted_ca_certs", Timeout: "timeout", APIKey: id.grant == apic.GrantAPIKey,
+					})))
+			}
+		}()
+	})
+}
+
+// firstOutcome waits for the first login that loginAtStart started.
+func (id *identity) firstOutcome(ctx context.Context) (*session.Token, error) {
+	select {
+	case <-id.first.done:
+		return id.first.tok, id.first.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
 
 func (id *identity) onToken(t *session.Token, took time.Duration) {
 	id.stats.tokenRequestTook(took)

@@ -197,10 +197,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
-	// The app checks, at start, what a handler cannot see from here.
-	if _, err := ctx.App("apic_auth"); err != nil {
+	// The app checks what a handler cannot see from here, and starts
+	// the first login when the config starts.
+	app, err := ctx.App("apic_auth")
+	if err != nil {
 		return err
 	}
+	app.(*App).checkListeners(ctx)
 	return nil
 }
 

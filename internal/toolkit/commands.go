@@ -70,7 +70,7 @@ says where the token went.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
 			AddLoginFlags(cmd, defaultProviderRealm)
-			addChoreFlags(cmd)
+			AddChoreFlags(cmd)
 			fs := cmd.Flags()
 			fs.Bool("json", false, "print the whole token response as JSON")
 			fs.Bool("check", false, "print who the token belongs to and when it expires, not the token")
@@ -113,7 +113,7 @@ password when both are read from there).
 `,
 		CobraFunc: func(cmd *cobra.Command) {
 			AddLoginFlags(cmd, defaultAdminRealm)
-			addChoreFlags(cmd)
+			AddChoreFlags(cmd)
 			fs := cmd.Flags()
 			fs.String("test-username", "", "user to request a token for with the new registration (none: no token request)")
 			fs.String("test-realm", defaultProviderRealm, "realm of --test-username")
@@ -144,20 +144,21 @@ server from the toolkit's credentials.json.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
 			addServerFlags(cmd)
-			addChoreFlags(cmd)
+			AddChoreFlags(cmd)
 			cmd.Flags().Bool("json", false, "print the lists as the server sent them")
 			cmd.Args = cobra.NoArgs
 			cmd.RunE = choreRunE(func(fl caddycmd.Flags, _ []string, _ *secretInput) (realmsOptions, error) {
-				so, _, err := serverFromFlags(fl)
-				return realmsOptions{serverOptions: so, JSON: fl.Bool("json")}, err
+				so, _, err := ServerFromFlags(fl)
+				return realmsOptions{ServerOptions: so, JSON: fl.Bool("json")}, err
 			}, runAPICRealms)
 		},
 	}}
 }
 
-// addChoreFlags registers the flags the chores add to addServerFlags':
-// --server, --credentials and --timeout.
-func addChoreFlags(cmd *cobra.Command) {
+// AddChoreFlags registers the flags the chores (and apic-proxy) add to
+// those of AddLoginFlags or addServerFlags: --server, --credentials and
+// --timeout.
+func AddChoreFlags(cmd *cobra.Command) {
 	fs := cmd.Flags()
 	fs.String("server", "", "same as --to: the platform API base URL, as the toolkit's --server takes it")
 	fs.String("credentials", "", "the toolkit's credentials.json: supplies the server, client id and client secret")
@@ -183,8 +184,9 @@ func choreRunE[O any](
 	}
 }
 
-// serverOptions say where API Connect is and how to reach it.
-type serverOptions struct {
+// ServerOptions say where API Connect is and how to reach it, as
+// ServerFromFlags reads them.
+type ServerOptions struct {
 	Server     string
 	serverFrom string // the setting that named Server, for errors
 	Insecure   bool
@@ -193,29 +195,33 @@ type serverOptions struct {
 	Timeout time.Duration
 }
 
-// serverFromFlags reads --server/--to, --credentials, --insecure,
+// From names the setting that gave Server (--server, --to, --credentials
+// or APIC_SERVER), for errors about it.
+func (o ServerOptions) From() string { return o.serverFrom }
+
+// ServerFromFlags reads --server/--to, --credentials, --insecure,
 // --ca-cert and --timeout. The server comes from --server or --to given
 // on the command line, else from --credentials, else from APIC_SERVER.
 // The toolkit credentials, when --credentials names a file, are returned
 // too.
-func serverFromFlags(fl caddycmd.Flags) (serverOptions, *apic.ToolkitCredentials, error) {
+func ServerFromFlags(fl caddycmd.Flags) (ServerOptions, *apic.ToolkitCredentials, error) {
 	var tk *apic.ToolkitCredentials
 	if p := fl.String("credentials"); p != "" {
 		c, err := apic.LoadToolkitCredentials(p)
 		if err != nil {
-			return serverOptions{}, nil, fmt.Errorf("--%v", err) // "--credentials ...: what is wrong"
+			return ServerOptions{}, nil, fmt.Errorf("--%v", err) // "--credentials ...: what is wrong"
 		}
 		tk = &c
 	}
-	o := serverOptions{Insecure: fl.Bool("insecure"), Timeout: fl.Duration("timeout")}
+	o := ServerOptions{Insecure: fl.Bool("insecure"), Timeout: fl.Duration("timeout")}
 	var err error
 	if o.CACerts, err = fl.GetStringArray("ca-cert"); err != nil {
-		return serverOptions{}, nil, err
+		return ServerOptions{}, nil, err
 	}
 	to, server := fl.String("to"), fl.String("server")
 	switch {
 	case fl.Changed("server") && fl.Changed("to") && server != to:
-		return serverOptions{}, nil, errors.New("--server and --to name different servers: give one")
+		return ServerOptions{}, nil, errors.New("--server and --to name different servers: give one")
 	case fl.Changed("server"):
 		o.Server, o.serverFrom = server, "--server"
 	case fl.Changed("to"):
@@ -226,13 +232,13 @@ func serverFromFlags(fl caddycmd.Flags) (serverOptions, *apic.ToolkitCredentials
 		o.Server, o.serverFrom = to, "APIC_SERVER"
 	}
 	if err := o.check(); err != nil {
-		return serverOptions{}, nil, err
+		return ServerOptions{}, nil, err
 	}
 	return o, tk, nil
 }
 
 // check names what is missing or wrong.
-func (o serverOptions) check() error {
+func (o ServerOptions) check() error {
 	if o.Server == "" {
 		return errors.New("--server (or --to, APIC_SERVER or --credentials) is required: the API Connect platform API base URL")
 	}
@@ -254,7 +260,7 @@ func (o serverOptions) check() error {
 
 // httpClient builds the HTTP client of the server, warning on stderr when
 // TLS verification is off.
-func (o serverOptions) httpClient(stderr io.Writer) (*http.Client, error) {
+func (o ServerOptions) httpClient(stderr io.Writer) (*http.Client, error) {
 	hc, err := apic.NewHTTPClient(o.Insecure, o.CACerts)
 	if err != nil {
 		return nil, fmt.Errorf("--ca-cert: %v", err)
@@ -274,7 +280,7 @@ func withTimeout[T any](ctx context.Context, d time.Duration, f func(context.Con
 
 // loginOptions are a server and the credentials of a user on it.
 type loginOptions struct {
-	serverOptions
+	ServerOptions
 	Credentials apic.Credentials
 	// passwordFromStdin: the password is still to be read from standard
 	// input (ReadPassword does it).
@@ -288,16 +294,15 @@ type loginOptions struct {
 // for; a password that is to come from standard input is read by
 // ReadPassword.
 func loginFromFlags(fl caddycmd.Flags) (loginOptions, error) {
-	so, tk, err := serverFromFlags(fl)
+	so, tk, err := ServerFromFlags(fl)
 	if err != nil {
 		return loginOptions{}, err
 	}
-	o := loginOptions{serverOptions: so}
+	o := loginOptions{ServerOptions: so}
 	cr := &o.Credentials
 	cr.Realm, cr.Username, cr.ClientID = fl.String("realm"), fl.String("username"), fl.String("client-id")
 	src := GatherCredentials(fl)
-	// The file's secret goes with the file's client id only.
-	if tk != nil && (!fl.Changed("client-id") || cr.ClientID == tk.ClientID) {
+	if ClientFromToolkit(fl, tk) {
 		cr.ClientID = tk.ClientID
 		if src.ClientSecret.file == "" {
 			cr.ClientSecret = tk.ClientSecret
@@ -326,6 +331,13 @@ func loginFromFlags(fl caddycmd.Flags) (loginOptions, error) {
 		return loginOptions{}, err
 	}
 	return o, nil
+}
+
+// ClientFromToolkit reports whether the client id comes from the toolkit
+// credentials tk (nil for none): unless --client-id names another one. The
+// file's client secret goes with it, unless --client-secret-file names one.
+func ClientFromToolkit(fl caddycmd.Flags, tk *apic.ToolkitCredentials) bool {
+	return tk != nil && (!fl.Changed("client-id") || fl.String("client-id") == tk.ClientID)
 }
 
 // checkLogin checks credentials with apic.Credentials.Check, counting a
@@ -634,7 +646,7 @@ func (o registerOptions) createError(err error) error {
 
 // realmsOptions are apic-realms'.
 type realmsOptions struct {
-	serverOptions
+	ServerOptions
 	// JSON prints the lists as the server sent them.
 	JSON bool
 }

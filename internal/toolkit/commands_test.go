@@ -691,7 +691,7 @@ func TestAPICRealmsCredentialsFile(t *testing.T) {
 func TestAPICTokenFunction(t *testing.T) {
 	_, ts := simtest.Start(t)
 	o := tokenOptions{loginOptions: loginOptions{
-		serverOptions: serverOptions{Server: ts.URL, Timeout: defaultCallTimeout},
+		ServerOptions: ServerOptions{Server: ts.URL, Timeout: defaultCallTimeout},
 		Credentials: apic.Credentials{
 			Realm: apicsim.DefaultAdminRealm, Username: apicsim.DefaultAdminUsername, Password: apicsim.DefaultAdminPassword,
 			ClientID: apicsim.DefaultClientID, ClientSecret: apicsim.DefaultClientSecret,

@@ -67,7 +67,11 @@ type SecretSource struct {
 	env  string // the variable's name
 }
 
+// Set reports whether the secret has a source.
 func (s SecretSource) Set() bool { return s.file != "" || s.env != "" }
+
+// FromFile reports whether the secret comes from a file a flag names.
+func (s SecretSource) FromFile() bool { return s.file != "" }
 
 // placeholder is the Caddy placeholder that reads the secret, so that a
 // config holds the placeholder and not the secret; "" for none.
