@@ -63,12 +63,17 @@ type podSpec struct {
 	Volumes                       []k8sVolume        `yaml:"volumes"`
 }
 
-type podSecurityContext struct {
+// runAs are the security settings of a pod that a container may override.
+type runAs struct {
 	RunAsNonRoot   *bool           `yaml:"runAsNonRoot"`
 	RunAsUser      *uint32         `yaml:"runAsUser"`
 	RunAsGroup     *uint32         `yaml:"runAsGroup"`
-	FSGroup        *uint32         `yaml:"fsGroup"`
 	SeccompProfile *seccompProfile `yaml:"seccompProfile"`
+}
+
+type podSecurityContext struct {
+	runAs   `yaml:",inline"`
+	FSGroup *uint32 `yaml:"fsGroup"`
 }
 
 type seccompProfile struct {
@@ -76,13 +81,10 @@ type seccompProfile struct {
 }
 
 type containerSecurityContext struct {
-	RunAsNonRoot             *bool           `yaml:"runAsNonRoot"`
-	RunAsUser                *uint32         `yaml:"runAsUser"`
-	RunAsGroup               *uint32         `yaml:"runAsGroup"`
-	SeccompProfile           *seccompProfile `yaml:"seccompProfile"`
-	AllowPrivilegeEscalation *bool           `yaml:"allowPrivilegeEscalation"`
-	ReadOnlyRootFilesystem   *bool           `yaml:"readOnlyRootFilesystem"`
-	Privileged               *bool           `yaml:"privileged"`
+	runAs                    `yaml:",inline"`
+	AllowPrivilegeEscalation *bool `yaml:"allowPrivilegeEscalation"`
+	ReadOnlyRootFilesystem   *bool `yaml:"readOnlyRootFilesystem"`
+	Privileged               *bool `yaml:"privileged"`
 	Capabilities             *struct {
 		Drop []string `yaml:"drop"`
 		Add  []string `yaml:"add"`
