@@ -20,3 +20,5 @@ RUN /usr/bin/caddy list-modules | grep -qx 'http.handlers.apic_auth'
 
 FROM caddy:${CADDY_VERSION}
 COPY --from=builder /usr/bin/caddy /usr/bin/caddy
+# Its own name too, as deploy/ and README run it: apic-auth-proxy status ...
+RUN ln -s caddy /usr/bin/apic-auth-proxy

@@ -50,10 +50,7 @@ type command struct {
 // admin socket.
 func (e *env) runStatus(args ...string) command {
 	e.t.Helper()
-	cmd := e.statusCmd(args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	return e.finish(cmd, cmd.Run(), &stdout, &stderr)
+	return run(e.t, e.statusCmd(args...))
 }
 
 func (e *env) statusCmd(args ...string) *exec.Cmd {
@@ -74,6 +71,12 @@ func (e *env) statusCmd(args ...string) *exec.Cmd {
 // exited with a status.
 func (e *env) finish(cmd *exec.Cmd, err error, stdout, stderr *bytes.Buffer) command {
 	e.t.Helper()
+	return finish(e.t, cmd, err, stdout, stderr)
+}
+
+// finish is env.finish for a command run outside an env.
+func finish(t *testing.T, cmd *exec.Cmd, err error, stdout, stderr *bytes.Buffer) command {
+	t.Helper()
 	c := command{stdout: stdout.String(), stderr: stderr.String()}
 	var exit *exec.ExitError
 	switch {
@@ -81,9 +84,17 @@ func (e *env) finish(cmd *exec.Cmd, err error, stdout, stderr *bytes.Buffer) com
 	case errors.As(err, &exit) && exit.Exited():
 		c.code = exit.ExitCode()
 	default:
-		e.t.Fatalf("%v: %v\n%s", cmd.Args, err, stderr)
+		t.Fatalf("%v: %v\n%s", cmd.Args, err, stderr)
 	}
 	return c
+}
+
+// run runs cmd and returns how it ended.
+func run(t *testing.T, cmd *exec.Cmd) command {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	return finish(t, cmd, cmd.Run(), &stdout, &stderr)
 }
 
 // row returns the table row of the identity name in the status command's
