@@ -39,6 +39,11 @@ func checkListenAddrs(addrs []string) error {
 				if strings.HasPrefix(path, "@") {
 					continue // abstract: the kernel refuses a second bind itself
 				}
+				if !listencheck.OwnSocketsKnown && caddy.ActiveContext().Context != nil {
+					// A config runs already and the socket may be its own,
+					// which this system does not tell: a reload must work.
+					continue
+				}
 				err = listencheck.Unix(path)
 			case strings.HasPrefix(a.Network, "tcp") && a.StartPort != 0:
 				err = listencheck.TCP(a.JoinHostPort(0))

@@ -33,3 +33,7 @@ func heldHere(path string) bool {
 	}
 	return false
 }
+
+// OwnSocketsKnown is whether Unix can tell this process's own sockets
+// from another process's: on Linux it can.
+const OwnSocketsKnown = true
