@@ -399,6 +399,9 @@ func (b *bench) stormApic(ctx context.Context) (*stormRow, error) {
 	if err != nil {
 		return nil, err
 	}
+	if st.State != "no_token" {
+		return nil, fmt.Errorf("B: the apic_auth proxy is not cold before the storm (state %s)", st.State)
+	}
 	before := simTokens(b.sim)
 	b.logf("B: %d concurrent requests on a cold apic_auth proxy (state %s)", b.s.Storm, st.State)
 	res, err := b.runStorm(ctx, c.url+"/api/orgs")
