@@ -151,6 +151,9 @@ func (g *Guard) CheckCaller(r *http.Request) (string, *Refusal) {
 func (g *Guard) hostAllowed(hostport string) bool {
 	host := hostport
 	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") {
+		if !digits(host[i+1:]) {
+			return false // what follows the host is not a port
+		}
 		host = host[:i] // a port; an IPv6 address is in brackets
 	}
 	if len(host) > 1 && host[0] == '[' && host[len(host)-1] == ']' {
@@ -167,6 +170,16 @@ func (g *Guard) hostAllowed(hostport string) bool {
 		return ip.Unmap().IsLoopback()
 	}
 	return len(g.hosts) > 0 && g.hosts[strings.ToLower(host)]
+}
+
+// digits reports whether s is ASCII digits only (or empty).
+func digits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // overUnixSocket reports whether r came over a unix socket, which only

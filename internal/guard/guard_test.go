@@ -33,3 +33,23 @@ func TestGuardOptionErrors(t *testing.T) {
 		t.Fatalf("guard %+v", g)
 	}
 }
+
+// TestHostAllowed: loopback and the allowed host pass on any port, in any
+// spelling of the address; anything after the host that is not a port
+// refuses the Host.
+func TestHostAllowed(t *testing.T) {
+	g, err := New(Options{AllowedHosts: []string{"proxy.tools.svc"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for host, want := range map[string]bool{
+		"127.0.0.1:9080": true, "localhost": true, "localhost:": true, "[::1]:9080": true, "[::01]": true,
+		"PROXY.tools.svc:80": true, "127.0.0.1": true,
+		"[::01]:[": false, "localhost:abc": false, "127.0.0.1:9080:x": false, "evil.example": false,
+		"proxy.tools.svc.evil:80": false, "": false,
+	} {
+		if got := g.hostAllowed(host); got != want {
+			t.Errorf("hostAllowed(%q) = %v, want %v", host, got, want)
+		}
+	}
+}
