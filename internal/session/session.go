@@ -72,6 +72,22 @@ type Options struct {
 	// SignOut, when set, is called by Close with the held token while it
 	// is valid, to end the session upstream; it gets SignOutTimeout.
 	SignOut func(ctx context.Context, t *Token) error
+
+	// Shared, when set, is the record a fleet of proxies with this
+	// identity shares (see shared.go): the token comes from it when
+	// another proxy obtained it, and only the holder of its lock logs in
+	// or spends the refresh token.
+	Shared Shared
+	// LockWait bounds how long a proxy waits for another's login before
+	// logging in itself. Default DefaultLockWait. Only with Shared.
+	LockWait time.Duration
+	// Proxy names this proxy in the records it writes. Default
+	// host/pid.
+	Proxy string
+	// OnShared is called at what happens to the shared record: a token
+	// adopted or stored, a storage failure, a fallback to a login of
+	// this proxy's own, a rejoin. Keep it fast.
+	OnShared func(SharedEvent)
 }
 
 // Token is a token in use, with what is derived from it once.
@@ -91,6 +107,19 @@ type Token struct {
 	// ValidUntil is when it stops being handed out: a little before its
 	// expiry.
 	ValidUntil time.Time
+	// Generation is the shared record's generation of the token: 0
+	// without a shared session. A token of this proxy's own that the
+	// fleet does not share (Local) keeps the generation it replaced.
+	Generation uint64
+	// Adopted is set when another proxy obtained the token.
+	Adopted bool
+	// Local is set when the token is this proxy's alone, obtained while
+	// the shared session could not be used.
+	Local bool
+	// WrittenBy and WrittenAt are who stored the token in the shared
+	// record, and when.
+	WrittenBy string
+	WrittenAt time.Time
 }
 
 // Unavailable is the error Get returns when no token can be had now.
@@ -122,6 +151,11 @@ type Manager struct {
 	// the flight goroutine uses it; flights run one after another.
 	refusedRefresh string
 
+	// gen is the generation of the last token held (a shared session's).
+	gen atomic.Uint64
+	// sh is the shared session's state (shared.go); nil without one.
+	sh *sharedState
+
 	mu       sync.Mutex
 	flight   *flight
 	keep     int // Keep calls not yet released
@@ -138,6 +172,7 @@ type Manager struct {
 
 // flight is one token request that any number of callers wait for.
 type flight struct {
+	force   bool // a refresh asked for: not the held token, nor its generation
 	done    chan struct{}
 	tok     *Token
 	err     error
@@ -166,6 +201,9 @@ func New(opts Options) *Manager {
 		opts.Grant = apic.GrantPassword
 	}
 	m := &Manager{opts: opts, wake: make(chan struct{}, 1), requests: make(Requests)}
+	if opts.Shared != nil {
+		m.sh = newSharedState(&m.opts)
+	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.wg.Add(1)
 	go m.refresher()
@@ -224,7 +262,7 @@ func (m *Manager) wait(ctx context.Context, force bool) (*Token, error) {
 			m.mu.Unlock()
 			return nil, err
 		}
-		m.startLocked()
+		m.startLocked(force)
 	}
 	if !force && !m.lastObtained.IsZero() {
 		m.waited++
@@ -257,8 +295,8 @@ func (m *Manager) poke() {
 }
 
 // startLocked starts a token request. Called with m.mu held.
-func (m *Manager) startLocked() {
-	f := &flight{done: make(chan struct{})}
+func (m *Manager) startLocked(force bool) {
+	f := &flight{force: force, done: make(chan struct{})}
 	m.flight = f
 	m.wg.Add(1)
 	go m.run(f)
@@ -266,28 +304,41 @@ func (m *Manager) startLocked() {
 
 func (m *Manager) run(f *flight) {
 	defer m.wg.Done()
-	prev := m.cur.Load()
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(m.ctx, m.opts.Timeout)
-	tok, grant, err := m.obtain(ctx, prev, start)
-	cancel()
+	var got obtained
+	if m.sh != nil {
+		got = m.obtainShared(f.force)
+	} else {
+		ctx, cancel := context.WithTimeout(m.ctx, m.opts.Timeout)
+		got.tok, got.grant, got.err = m.obtain(ctx, m.cur.Load(), start)
+		cancel()
+		got.obtained = time.Now()
+	}
+	err := got.err
 	now := time.Now()
 	took := now.Sub(start)
 
 	m.mu.Lock()
 	if err == nil {
-		f.tok = m.newToken(tok, grant, now)
-		m.cur.Store(f.tok)
+		f.tok = m.install(&got, now)
 		m.failures, m.lasting, m.lastErr, m.retryAt = 0, 0, nil, time.Time{}
 		m.lastObtained = now
 	} else {
 		m.lastErr = err
-		m.retryAt = m.nextAttempt(err, now)
+		if got.refusedUntil.IsZero() {
+			m.retryAt = m.nextAttempt(err, now)
+		} else {
+			// The fleet's cool-down, as the record has it.
+			m.failures, m.lasting, m.retryAt = 0, got.refusals, got.refusedUntil
+		}
 		f.err, f.retryAt = err, m.retryAt
 		m.lastFailure = now
 	}
 	m.flight = nil
 	m.mu.Unlock()
+	if m.sh != nil && err == nil {
+		m.scheduleCheck()
+	}
 
 	// The hooks run before the waiters go on, so that what they log and
 	// count is there by the time a client sees the outcome.
@@ -326,9 +377,45 @@ func (m *Manager) obtain(ctx context.Context, prev *Token, now time.Time) (*apic
 	return tok, m.opts.Grant, err
 }
 
-// newToken derives the schedule of a token obtained at now.
-func (m *Manager) newToken(tok *apic.Token, grant string, now time.Time) *Token {
-	life := tok.Expiry.Sub(now)
+// obtained is the outcome of a flight: a token and where it came from, or
+// why none came.
+type obtained struct {
+	tok   *apic.Token
+	grant string
+	// obtained is when the token arrived from the server (for an adopted
+	// token, at the proxy that requested it): its lifetime counts from
+	// there.
+	obtained time.Time
+	// What the shared session says of it (Token's fields of the same
+	// names).
+	gen            uint64
+	adopted, local bool
+	writtenBy      string
+	writtenAt      time.Time
+	err            error
+	refusedUntil   time.Time // the fleet's cool-down after a lasting failure
+	refusals       int       // the lasting failures in a row, fleet-wide
+}
+
+// install makes got's token the held one and returns it. Called with m.mu
+// held.
+func (m *Manager) install(got *obtained, now time.Time) *Token {
+	t := m.newToken(got.tok, got.grant, got.obtained, now)
+	t.Generation, t.Adopted, t.Local, t.WrittenBy, t.WrittenAt = got.gen, got.adopted, got.local, got.writtenBy, got.writtenAt
+	m.cur.Store(t)
+	m.gen.Store(got.gen)
+	return t
+}
+
+// newToken derives the schedule of a token that arrived at obtained and
+// is taken into use at now. A shared session's proxies each put their
+// refresh a little earlier, by chance, so that one of them renews the
+// token for all.
+func (m *Manager) newToken(tok *apic.Token, grant string, obtained, now time.Time) *Token {
+	if obtained.IsZero() || obtained.After(now) {
+		obtained = now
+	}
+	life := tok.Expiry.Sub(obtained)
 	if life < 0 {
 		life = 0
 	}
@@ -338,13 +425,17 @@ func (m *Manager) newToken(tok *apic.Token, grant string, now time.Time) *Token 
 		before = life / 4
 	}
 	before = max(min(before, life/2), 2*leeway)
+	if m.sh != nil {
+		before += time.Duration(rand.Float64() * float64(before/4))
+		before = min(before, life/2)
+	}
 	header := "Bearer " + tok.AccessToken
 	return &Token{
 		Token:        tok,
 		Header:       header,
 		HeaderValues: []string{header},
 		Grant:        grant,
-		Obtained:     now,
+		Obtained:     obtained,
 		RefreshAt:    tok.Expiry.Add(-before),
 		ValidUntil:   tok.Expiry.Add(-leeway),
 	}
@@ -436,10 +527,14 @@ func (m *Manager) refresher() {
 			if d := time.Until(due); d > 0 {
 				wait = d
 			} else {
-				m.startLocked()
+				m.startLocked(false)
 			}
 		}
+		check := m.checkDueLocked()
 		m.mu.Unlock()
+		if check >= 0 && (wait < 0 || check < wait) {
+			wait = check
+		}
 		var timerC <-chan time.Time
 		if wait >= 0 {
 			timer.Reset(wait)
@@ -453,6 +548,7 @@ func (m *Manager) refresher() {
 		case <-timerC:
 		}
 		timer.Stop()
+		m.checkShared()
 	}
 }
 
@@ -563,6 +659,8 @@ type Status struct {
 	// first token: the held one had expired before a refresh replaced it
 	// (or was invalidated after a 401). Refreshing in time keeps it at 0.
 	Waited int
+	// Shared is the shared session's status; nil without one.
+	Shared *SharedStatus
 }
 
 // Status returns a snapshot of the session.
@@ -580,6 +678,7 @@ func (m *Manager) Status() Status {
 	if m.lastErr != nil {
 		st.Cause = Cause(m.lastErr)
 	}
+	st.Shared = m.sharedStatus(st.Token)
 	now := time.Now()
 	st.Ready = st.Token != nil && now.Before(st.Token.ValidUntil) && m.ctx.Err() == nil
 	switch {
@@ -631,5 +730,6 @@ func (t *Token) String() string {
 // Interface guards
 var (
 	_ Failure = (*apic.Error)(nil)
+	_ Failure = (*SharedRefusal)(nil)
 	_ error   = (*Unavailable)(nil)
 )
