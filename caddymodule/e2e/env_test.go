@@ -73,11 +73,16 @@ type env struct {
 	atStart bool              // the first login starts with the config
 	tcpFile *os.File          // the TCP listener until the process has it
 
-	cmd     *exec.Cmd
-	exited  chan struct{} // closed when the process has exited
-	waitErr error         // how it exited, once exited is closed
-	started bool          // the process said it runs the config
-	stopped bool
+	text string // the Caddyfile the proxy starts with
+	cmd  *exec.Cmd
+	// pingback and starting are the pingback's listener and outcome,
+	// between launch and awaitStart.
+	pingback net.Listener
+	starting chan error
+	exited   chan struct{} // closed when the process has exited
+	waitErr  error         // how it exited, once exited is closed
+	started  bool          // the process said it runs the config
+	stopped  bool
 }
 
 // option changes how newEnv sets an env up.
@@ -93,6 +98,8 @@ type settings struct {
 	tcp       bool
 	events    bool
 	atStart   bool
+	simOf     *env
+	noStart   bool
 }
 
 // withSim changes the simulator's config.
@@ -154,6 +161,18 @@ func withLoginAtStart() option {
 	return func(s *settings) { s.atStart = true }
 }
 
+// withSimOf puts the proxy in front of other's simulator instead of one of
+// its own: a fleet of proxies for one identity.
+func withSimOf(other *env) option {
+	return func(s *settings) { s.simOf = other }
+}
+
+// withoutStart makes newEnv return before starting the proxy: launch and
+// awaitStart start it, so that many start at once.
+func withoutStart() option {
+	return func(s *settings) { s.noStart = true }
+}
+
 // newEnv starts a simulator and a proxy in front of it, and returns once
 // the proxy runs its config. The proxy's environment has the APIC_*
 // variables of the simulator's developer user (APIC_SERVER, APIC_REALM,
@@ -165,7 +184,12 @@ func newEnv(t *testing.T, opts ...option) *env {
 	for _, o := range opts {
 		o(&s)
 	}
-	sim := simtest.New(t, s.sim...)
+	var sim *apicsim.Server
+	if s.simOf != nil {
+		sim = s.simOf.sim
+	} else {
+		sim = simtest.New(t, s.sim...)
+	}
 	// Unix socket paths are short-limited: keep them out of t.TempDir.
 	dir, err := os.MkdirTemp("", "aap")
 	if err != nil {
@@ -180,9 +204,13 @@ func newEnv(t *testing.T, opts ...option) *env {
 		events:  s.events,
 		atStart: s.atStart,
 	}
-	// Closed after the proxy has stopped: it signs out on its way.
-	e.upSrv = httptest.NewServer(e.up)
-	t.Cleanup(e.upSrv.Close)
+	if s.simOf != nil {
+		e.up, e.upSrv = s.simOf.up, s.simOf.upSrv
+	} else {
+		// Closed after the proxy has stopped: it signs out on its way.
+		e.upSrv = httptest.NewServer(e.up)
+		t.Cleanup(e.upSrv.Close)
+	}
 	e.simURL = e.upSrv.URL
 	e.server = cmp.Or(s.server, e.simURL)
 	e.vars = map[string]string{
@@ -214,11 +242,13 @@ func newEnv(t *testing.T, opts ...option) *env {
 		e.adminSock = filepath.Join(dir, "admin.sock")
 		e.admin = e.socket("unix", e.adminSock)
 	}
-	text := e.caddyfile(e.authBlock())
+	e.text = e.caddyfile(e.authBlock())
 	if s.caddyfile != nil {
-		text = s.caddyfile(e)
+		e.text = s.caddyfile(e)
 	}
-	e.start(text)
+	if !s.noStart {
+		e.start(e.text)
+	}
 	return e
 }
 
@@ -303,6 +333,14 @@ func (e *env) environ() []string {
 // pingback: caddy run --pingback connects to the address and echoes what
 // it read on standard input once the config runs.
 func (e *env) start(text string) {
+	e.t.Helper()
+	e.launch(text)
+	e.awaitStart()
+}
+
+// launch starts the binary with the Caddyfile text; awaitStart waits for
+// it to run the config.
+func (e *env) launch(text string) {
 	t := e.t
 	t.Helper()
 	bin := binary(t)
@@ -314,7 +352,6 @@ func (e *env) start(text string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pingback.Close()
 	code := rand.Text()
 
 	cmd := exec.Command(bin, "run", "--config", file, "--adapter", "caddyfile", "--pingback", pingback.Addr().String())
@@ -348,13 +385,20 @@ func (e *env) start(text string) {
 		close(e.exited)
 	}()
 	t.Cleanup(e.stop)
+	e.pingback = pingback
+	e.starting = make(chan error, 1)
+	go func() { e.starting <- readPingback(pingback, code) }()
+}
 
-	ready := make(chan error, 1)
-	go func() { ready <- readPingback(pingback, code) }()
+// awaitStart waits for the process that launch started to run its config.
+func (e *env) awaitStart() {
+	t := e.t
+	t.Helper()
+	defer e.pingback.Close()
 	timer := time.NewTimer(startBound)
 	defer timer.Stop()
 	select {
-	case err := <-ready:
+	case err := <-e.starting:
 		if err != nil {
 			t.Fatalf("the proxy's pingback: %v\n%s", err, e.stderr())
 		}
@@ -455,6 +499,16 @@ func (e *env) stop() {
 	if logs, err := os.ReadFile(e.logFile); err == nil && bytes.Contains(bytes.ToLower(logs), []byte("panic")) {
 		t.Errorf("the proxy logged a panic:\n%s", logs)
 	}
+}
+
+// kill ends the proxy with SIGKILL, as a crash does: nothing of its end
+// is checked.
+func (e *env) kill() {
+	e.t.Helper()
+	e.stopped = true
+	_ = e.cmd.Process.Kill()
+	<-e.exited
+	e.closeSockets()
 }
 
 // unload replaces the running config with one that keeps only the admin

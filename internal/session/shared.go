@@ -76,6 +76,9 @@ type SharedStatus struct {
 	// Local reports that the held token is this proxy's alone, obtained
 	// while the shared session could not be used.
 	Local bool
+	// Holding reports that this proxy holds the lock now: it is logging
+	// in or refreshing for the fleet.
+	Holding bool
 	// StorageOK reports that the last storage call succeeded; LastError
 	// is the last one's failure since.
 	StorageOK bool
@@ -116,6 +119,12 @@ func (s *sharedState) emit(ev SharedEvent) {
 	if s.opts.OnShared != nil {
 		s.opts.OnShared(ev)
 	}
+}
+
+func (s *sharedState) setHolding(on bool) {
+	s.mu.Lock()
+	s.status.Holding = on
+	s.mu.Unlock()
 }
 
 func (s *sharedState) count(field *uint64) {
@@ -301,7 +310,11 @@ func (m *Manager) obtainShared(force bool) obtained {
 				m.sh.storageOutcome(l.err)
 				return m.fallback(base, l.err)
 			}
-			defer l.unlock()
+			m.sh.setHolding(true)
+			defer func() {
+				l.unlock()
+				m.sh.setHolding(false)
+			}()
 			return m.withLock(base, force)
 		case <-poll.C:
 			if !waited {
