@@ -235,7 +235,7 @@ func TestParseSettings(t *testing.T) {
 	if got := s.commandLine(); got != "BENCH_CONNS=1,64 BENCH_PHASES='E a' go run ./bench -rounds=7" {
 		t.Errorf("command line %q", got)
 	}
-	for _, args := range [][]string{{"-phases", "A F"}, {"-rounds", "0"}, {"-conns", "x"}, {"-nginx-workers", "many"}, {"extra"}} {
+	for _, args := range [][]string{{"-phases", "A G"}, {"-fleet", "0"}, {"-rounds", "0"}, {"-conns", "x"}, {"-nginx-workers", "many"}, {"extra"}} {
 		if _, err := parseSettings(args, func(string) string { return "" }, io.Discard); err == nil {
 			t.Errorf("parseSettings(%q) accepted", args)
 		}

@@ -5,8 +5,8 @@
 //	go run ./bench > result.md     # the report alone (progress goes to stderr)
 //	go run ./bench -phases A -rounds 5 -json a.json
 //
-// It needs Go, wrk and nginx; wrk and nginx are installed from Debian
-// (apt-get install wrk nginx-light) when missing. It builds
+// It needs Go, wrk, nginx and redis-server; they are installed from
+// Debian (apt-get install wrk nginx-light redis-server) when missing. It builds
 // apic-auth-proxy into a temporary directory and runs, in this process,
 // the upstream (a small HTTP server that counts requests without a bearer
 // token) and the API Connect simulator (internal/apicsim); the storm and
@@ -28,6 +28,10 @@
 //     publish endpoint (which checks the SHA-256): throughput and the
 //     proxy's peak RSS (VmHWM).
 //   - E. start-up: process start to the first proxied 200 (median of 5).
+//   - F. a fleet: 20 apic_auth proxies sharing one session in a
+//     redis-server of the run, started at once, cold and warm: token
+//     requests, time to the slowest proxy's first proxied 200, and the
+//     storage operations per 10,000 proxied requests.
 //
 // No port is picked in advance: every TCP listener is opened on
 // 127.0.0.1:0 by this program and kept open; Caddy gets its site listener
@@ -194,7 +198,7 @@ func (b *bench) run(ctx context.Context) error {
 		return err
 	}
 
-	phases := map[string]func(context.Context){"A": b.phaseA, "B": b.phaseB, "C": b.phaseC, "D": b.phaseD, "E": b.phaseE}
+	phases := map[string]func(context.Context){"A": b.phaseA, "B": b.phaseB, "C": b.phaseC, "D": b.phaseD, "E": b.phaseE, "F": b.phaseF}
 	for _, p := range b.s.Phases {
 		if ctx.Err() != nil {
 			return ctx.Err()

@@ -238,11 +238,12 @@ http://%s {
 // reports, on its --pingback connection, that its configuration is
 // running; without, as soon as the process has started.
 func (b *bench) startCaddy(ctx context.Context, name string, k caddyKind, ln *net.TCPListener, simURL string, wait bool) (*caddy, error) {
+	if !wait {
+		return b.startCaddyText(name, ln, func(addr, admin string) string { return b.caddyfile(k, addr, admin, simURL) })
+	}
 	addr := ln.Addr().String()
-	admin := filepath.Join(b.work, name+".admin.sock")
-	_ = os.Remove(admin) // from an earlier start of the same name
-	conf := filepath.Join(b.work, name+".Caddyfile")
-	if err := os.WriteFile(conf, []byte(b.caddyfile(k, addr, admin, simURL)), 0o600); err != nil {
+	admin, conf, err := b.writeCaddyfile(name, func(admin string) string { return b.caddyfile(k, addr, admin, simURL) })
+	if err != nil {
 		return nil, err
 	}
 	f, err := inheritable(ln)
@@ -250,20 +251,45 @@ func (b *bench) startCaddy(ctx context.Context, name string, k caddyKind, ln *ne
 		return nil, err
 	}
 	defer f.Close() // the child has its own copy
-	args := []string{"run", "--config", conf, "--adapter", "caddyfile"}
-	var p *proc
-	if wait {
-		p, err = b.startReported(ctx, name, f, b.proxyBin, args...)
-	} else {
-		cmd := exec.Command(b.proxyBin, args...)
-		cmd.Env = b.childEnv()
-		cmd.ExtraFiles = []*os.File{f}
-		p, err = b.procs.start(b.logDir(), name, cmd)
-	}
+	p, err := b.startReported(ctx, name, f, b.proxyBin, "run", "--config", conf, "--adapter", "caddyfile")
 	if err != nil {
 		return nil, err
 	}
 	return &caddy{proc: p, addr: addr, admin: admin, url: "http://" + addr}, nil
+}
+
+// startCaddyText starts apic-auth-proxy run with the Caddyfile that text
+// returns for the site address and admin socket, on the listener ln
+// (handed over as fd 3), and returns as soon as the process has started.
+func (b *bench) startCaddyText(name string, ln *net.TCPListener, text func(addr, admin string) string) (*caddy, error) {
+	addr := ln.Addr().String()
+	admin, conf, err := b.writeCaddyfile(name, func(admin string) string { return text(addr, admin) })
+	if err != nil {
+		return nil, err
+	}
+	f, err := inheritable(ln)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close() // the child has its own copy
+	cmd := exec.Command(b.proxyBin, "run", "--config", conf, "--adapter", "caddyfile")
+	cmd.Env = b.childEnv()
+	cmd.ExtraFiles = []*os.File{f}
+	p, err := b.procs.start(b.logDir(), name, cmd)
+	if err != nil {
+		return nil, err
+	}
+	return &caddy{proc: p, addr: addr, admin: admin, url: "http://" + addr}, nil
+}
+
+// writeCaddyfile writes the Caddyfile that text returns for the admin
+// socket of a Caddy called name, and returns the socket's and the file's
+// paths.
+func (b *bench) writeCaddyfile(name string, text func(admin string) string) (admin, conf string, err error) {
+	admin = filepath.Join(b.work, name+".admin.sock")
+	_ = os.Remove(admin) // from an earlier start of the same name
+	conf = filepath.Join(b.work, name+".Caddyfile")
+	return admin, conf, os.WriteFile(conf, []byte(text(admin)), 0o600)
 }
 
 // startReported starts a Caddy command with --pingback and waits for the

@@ -22,6 +22,7 @@ type results struct {
 	C            *phaseCResult `json:"c,omitempty"`
 	D            *phaseDResult `json:"d,omitempty"`
 	E            *phaseEResult `json:"e,omitempty"`
+	F            *phaseFResult `json:"f,omitempty"`
 	BadAuthTotal int64         `json:"bad_auth_total"`
 	Missing      []string      `json:"missing"`
 }
@@ -115,6 +116,8 @@ func writeMarkdown(w io.Writer, r *results) {
 			writeD(p, r)
 		case "E":
 			writeE(p, r)
+		case "F":
+			writeF(p, r)
 		}
 	}
 	if len(r.Missing) > 0 {

@@ -22,6 +22,7 @@ type settings struct {
 	UploadBytes    int64    `json:"upload_bytes"`
 	UploadRounds   int      `json:"upload_rounds"`
 	Starts         int      `json:"starts"`
+	FleetSize      int      `json:"fleet_size"`
 	NginxWorkers   string   `json:"nginx_workers"`
 	Phases         []string `json:"phases"`
 	Keep           bool     `json:"keep"`
@@ -38,7 +39,7 @@ type settings struct {
 func (s *settings) has(p string) bool { return slices.Contains(s.Phases, p) }
 
 // allPhases are the phases, in the order they run.
-var allPhases = []string{"A", "B", "C", "D", "E"}
+var allPhases = []string{"A", "B", "C", "D", "E", "F"}
 
 // parseSettings reads the flags of args over the BENCH_* variables of
 // getenv.
@@ -68,9 +69,10 @@ comes from the environment variable named in brackets, else the value shown.
 		{"storm", "BENCH_STORM", "1000", "B: concurrent requests of the token storm"},
 		{"upload-bytes", "BENCH_UPLOAD_BYTES", "1073741824", "D: bytes of each upload"},
 		{"upload-rounds", "BENCH_UPLOAD_ROUNDS", "3", "D: rounds of each configuration and body kind"},
-		{"starts", "BENCH_STARTS", "5", "E: starts to time"},
+		{"starts", "BENCH_STARTS", "5", "E: starts to time; F: rounds of fleet starts"},
+		{"fleet", "BENCH_FLEET", "20", "F: proxies in the fleet"},
 		{"nginx-workers", "BENCH_NGINX_WORKERS", "auto", "A: nginx worker_processes"},
-		{"phases", "BENCH_PHASES", "A B C D E", "phases to run, of A B C D E"},
+		{"phases", "BENCH_PHASES", "A B C D E F", "phases to run, of A B C D E F"},
 		{"keep", "BENCH_KEEP", "0", "1: keep the temporary directory (configs, logs, wrk output)"},
 	}
 	vals := make(map[string]*string, len(opts))
@@ -118,6 +120,7 @@ comes from the environment variable named in brackets, else the value shown.
 	s.Storm = positive("storm")
 	s.UploadRounds = positive("upload-rounds")
 	s.Starts = positive("starts")
+	s.FleetSize = positive("fleet")
 	if err != nil {
 		return nil, err
 	}

@@ -39,6 +39,9 @@ func (b *bench) installTools(ctx context.Context) error {
 	if b.s.has("A") && findNginx() == "" {
 		want = append(want, "nginx")
 	}
+	if _, err := exec.LookPath("redis-server"); err != nil && b.s.has("F") {
+		want = append(want, "redis-server")
+	}
 	if len(want) > 0 {
 		if err := b.aptInstall(ctx, want); err != nil {
 			return err
