@@ -435,4 +435,3 @@ func mustJSON(t *testing.T, v any) string {
 	}
 	return string(b)
 }
-
