@@ -203,27 +203,26 @@ func TestSyntaxNamesEveryOption(t *testing.T) {
 	if !slices.Equal(sharedDoc, sharedSessionNames) {
 		t.Errorf("the syntax names %q in shared_session, sharedSessionNames %q", sharedDoc, sharedSessionNames)
 	}
-	sharedBody := regexp.MustCompile(`(?s)\nfunc unmarshalSharedSession\(.*?\n}\n`).Find(src)
-	sharedKnown := map[string]bool{}
-	for _, c := range regexp.MustCompile(`(?m)^\t*case (.*):$`).FindAllSubmatch(sharedBody, -1) {
-		for _, name := range regexp.MustCompile(`"([a-z_]+)"`).FindAllSubmatch(c[1], -1) {
-			sharedKnown[string(name[1])] = true
-		}
-	}
-	if got := slices.Sorted(maps.Keys(sharedKnown)); !slices.Equal(got, sharedSessionNames) {
+	if got := caseNames(src, `func unmarshalSharedSession`); !slices.Equal(got, sharedSessionNames) {
 		t.Errorf("unmarshalSharedSession knows %q, sharedSessionNames %q", got, sharedSessionNames)
 	}
 	// The names in the case clauses of UnmarshalCaddyfile's switch.
-	body := regexp.MustCompile(`(?s)\nfunc \(h \*Handler\) UnmarshalCaddyfile\(.*?\n}\n`).Find(src)
+	if got := caseNames(src, `func \(h \*Handler\) UnmarshalCaddyfile`); !slices.Equal(got, subdirectiveNames) {
+		t.Errorf("the switch knows %q, subdirectiveNames %q", got, subdirectiveNames)
+	}
+}
+
+// caseNames are the names in the case clauses of the function of src
+// whose declaration starts as decl (a regular expression), sorted.
+func caseNames(src []byte, decl string) []string {
+	body := regexp.MustCompile(`(?s)\n` + decl + `\(.*?\n}\n`).Find(src)
 	known := map[string]bool{}
 	for _, c := range regexp.MustCompile(`(?m)^\t*case (.*):$`).FindAllSubmatch(body, -1) {
 		for _, name := range regexp.MustCompile(`"([a-z_]+)"`).FindAllSubmatch(c[1], -1) {
 			known[string(name[1])] = true
 		}
 	}
-	if got := slices.Sorted(maps.Keys(known)); !slices.Equal(got, subdirectiveNames) {
-		t.Errorf("the switch knows %q, subdirectiveNames %q", got, subdirectiveNames)
-	}
+	return slices.Sorted(maps.Keys(known))
 }
 
 func TestGlobalOption(t *testing.T) {
