@@ -21,7 +21,7 @@ func init() {
 //
 //	GET  /apic_auth/status   every identity's state, never a secret or token
 //	GET  /apic_auth/ready    200 while every identity holds a valid token, else 503
-//	POST /apic_auth/refresh  fetch a new token now
+//	POST /apic_auth/refresh  fetch a new token now (for the whole fleet with shared_session)
 //
 // Each takes ?name=<identity> to report on (or refresh) that one alone.
 type adminAPI struct{}
@@ -87,6 +87,9 @@ type identityStatus struct {
 	// TokenFiles are the files kept with the token (token_file,
 	// apic_config_file), with the last write's time and failure.
 	TokenFiles []sinkStatus `json:"token_files,omitempty"`
+	// SharedSession is the shared session's state (shared_session);
+	// absent without one.
+	SharedSession *sharedStatus `json:"shared_session,omitempty"`
 }
 
 func timePtr(t time.Time) *time.Time {
@@ -118,6 +121,7 @@ func (id *identity) status() identityStatus {
 	paths, until := id.relogins.Status(time.Now())
 	out.SuppressedPaths, out.ReloginsSuppressedUntil = paths, timePtr(until)
 	out.TokenFiles = id.sinkStatus()
+	out.SharedSession = id.sharedStatus(st.Shared)
 	if t := st.Token; t != nil {
 		out.TokenGrant = t.Grant
 		out.RefreshAt = timePtr(t.RefreshAt)
@@ -211,7 +215,10 @@ func (adminAPI) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 		Name         string     `json:"name"`
 		OK           bool       `json:"ok"`
 		TokenExpires *time.Time `json:"token_expires,omitempty"`
-		Error        string     `json:"error,omitempty"`
+		// Generation is the shared session's new generation: the
+		// refresh is the fleet's. Absent without a shared session.
+		Generation *uint64 `json:"generation,omitempty"`
+		Error      string  `json:"error,omitempty"`
 	}
 	out := []result{}
 	status := http.StatusOK
@@ -223,6 +230,9 @@ func (adminAPI) handleRefresh(w http.ResponseWriter, r *http.Request) error {
 			status = http.StatusBadGateway
 		} else {
 			res.OK, res.TokenExpires = true, timePtr(t.Expiry)
+			if id.shared != nil {
+				res.Generation = &t.Generation
+			}
 		}
 		out = append(out, res)
 	}

@@ -40,6 +40,9 @@ type App struct {
 	checked   bool  // checkListeners ran (provisioning is sequential)
 	listenErr error // another process listens on an address of the config
 	ids       []*identity
+	// global are the identities whose shared session is in Caddy's
+	// global storage.
+	global []*identity
 }
 
 // CaddyModule returns the Caddy module information.
@@ -93,7 +96,9 @@ func (a *App) checkListeners(ctx caddy.Context) {
 }
 
 // Start refuses to start when another process listens on an address of
-// the config. It starts the token files of this config's handlers, warns
+// the config. It gives the identities whose shared session is in Caddy's
+// global storage this config's, starts the token files of this config's
+// handlers, warns
 // about every server that holds an apic_auth handler without
 // allowed_hosts and listens beyond loopback (anyone who reaches the port
 // acts as the user), and starts the first login of every identity that
@@ -101,6 +106,9 @@ func (a *App) checkListeners(ctx caddy.Context) {
 func (a *App) Start() error {
 	if a.listenErr != nil {
 		return a.listenErr
+	}
+	for _, id := range a.global {
+		id.shared.store.SetStorage(a.ctx.Storage())
 	}
 	for _, path := range slices.Sorted(maps.Keys(a.sinks)) {
 		a.sinks[path].start()
@@ -143,6 +151,16 @@ func (a *App) Start() error {
 		id.loginAtStart(a.logger, listens[id])
 	}
 	return nil
+}
+
+// useGlobalStorage records that id's shared session is in Caddy's
+// global storage. Caddy makes a new one for each config: Start gives the
+// identity this config's, so that a config that fails to load leaves the
+// running one's in place.
+func (a *App) useGlobalStorage(id *identity) {
+	if !slices.Contains(a.global, id) {
+		a.global = append(a.global, id)
+	}
 }
 
 // Stop hands this config's token files back to the config that kept them

@@ -1,6 +1,8 @@
 package caddymodule
 
 import (
+	"encoding/json"
+
 	"github.com/dustin/go-humanize"
 
 	"github.com/caddyserver/caddy/v2"
@@ -52,10 +54,21 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		apic_config_file <the apic toolkit's token file, e.g. ~/.apiconnect/token>
 //		rewrite_links
 //		rewrite_links_max_body <size>
+//		shared_session {
+//			storage <caddy.storage module, e.g. redis or file_system> {
+//				<the module's settings>
+//			}
+//			key             <extra key material for the record's encryption>
+//			storage_timeout <duration>
+//			lock_wait       <duration>
+//		}
 //	}
 //
 // Credentials and file paths take {env.NAME} and {file./path}
-// placeholders, resolved when the config loads.
+// placeholders, resolved when the config loads; so does shared_session's
+// key. shared_session's storage block is any caddy.storage module's, as
+// in Caddy's global storage option; without it the record is in Caddy's
+// global storage.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {
@@ -140,6 +153,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = listArgs(d, &h.AllowedOrigins)
 		case "paths":
 			err = listArgs(d, &h.Paths)
+		case "shared_session":
+			h.SharedSession, err = unmarshalSharedSession(d)
 		default:
 			if near := suggest.Closest(opt, subdirectiveNames); near != "" {
 				return d.Errf("unknown option %q: did you mean %s?", opt, near)
@@ -161,8 +176,75 @@ var subdirectiveNames = []string{
 	"allowed_hosts", "allowed_origins", "api_key", "apic_config_file", "client_authorization",
 	"client_id", "client_secret", "credentials", "name", "pass_sign_out", "password", "paths",
 	"realm", "refresh_before", "replay_max_body", "require_header", "rewrite_links",
-	"rewrite_links_max_body", "server", "sign_out_on_stop", "timeout", "tls_insecure_skip_verify",
+	"rewrite_links_max_body", "server", "shared_session", "sign_out_on_stop", "timeout", "tls_insecure_skip_verify",
 	"tls_trusted_ca_certs", "token_file", "username",
+}
+
+// sharedSessionNames are the settings of shared_session, sorted.
+var sharedSessionNames = []string{"key", "lock_wait", "storage", "storage_timeout"}
+
+// unmarshalSharedSession reads the shared_session block. Its storage
+// block is read as Caddy reads its global storage option.
+func unmarshalSharedSession(d *caddyfile.Dispenser) (*SharedSession, error) {
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	s := new(SharedSession)
+	seen := make(map[string]bool)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] {
+			return nil, d.Errf("shared_session: %s is set twice", opt)
+		}
+		seen[opt] = true
+		var err error
+		switch opt {
+		case "storage":
+			s.StorageRaw, err = unmarshalStorage(d)
+		case "key":
+			err = oneArg(d, &s.Key)
+		case "storage_timeout":
+			err = durationArg(d, &s.StorageTimeout)
+		case "lock_wait":
+			err = durationArg(d, &s.LockWait)
+		default:
+			if near := suggest.Closest(opt, sharedSessionNames); near != "" {
+				return nil, d.Errf("shared_session: unknown setting %q: did you mean %s?", opt, near)
+			}
+			return nil, d.Errf("shared_session: unknown setting %q; want storage, key, storage_timeout or lock_wait", opt)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// unmarshalStorage reads "storage <module> { ... }" into the module's
+// JSON, its name in "module".
+func unmarshalStorage(d *caddyfile.Dispenser) (json.RawMessage, error) {
+	if !d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	name := d.Val()
+	if _, err := caddy.GetModule("caddy.storage." + name); err != nil {
+		var known []string
+		for _, m := range caddy.GetModules("caddy.storage") {
+			known = append(known, m.ID.Name())
+		}
+		if near := suggest.Closest(name, known); near != "" {
+			return nil, d.Errf("shared_session storage: no storage module %q: did you mean %s?", name, near)
+		}
+		return nil, d.Errf("shared_session storage: no storage module %q in this build (caddy list-modules lists the caddy.storage ones)", name)
+	}
+	unm, err := caddyfile.UnmarshalModule(d, "caddy.storage."+name)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := unm.(caddy.StorageConverter); !ok {
+		return nil, d.Errf("shared_session storage: module %s is not a storage", name)
+	}
+	return caddyconfig.JSONModuleObject(unm, "module", name, nil), nil
 }
 
 // oneArg reads the option's only value into dst.

@@ -181,25 +181,48 @@ func TestSyntaxNamesEveryOption(t *testing.T) {
 	if block == nil {
 		t.Fatal("no syntax block in the doc comment of UnmarshalCaddyfile")
 	}
-	var doc []string
-	for _, line := range strings.Split(strings.TrimSpace(string(block[1])), "\n") {
-		doc = append(doc, strings.Fields(strings.TrimPrefix(line, "//"))[0])
+	// The options are the lines of one indent; shared_session's
+	// settings those of two, its storage module's own deeper.
+	var doc, sharedDoc []string
+	for _, line := range strings.Split(strings.TrimRight(string(block[1]), "\n"), "\n") {
+		rest := strings.TrimPrefix(line, "//\t\t")
+		name := strings.Fields(rest)[0]
+		switch {
+		case name == "}" || strings.HasPrefix(rest, "\t\t"):
+		case strings.HasPrefix(rest, "\t"):
+			sharedDoc = append(sharedDoc, name)
+		default:
+			doc = append(doc, name)
+		}
 	}
 	slices.Sort(doc)
 	if !slices.Equal(doc, subdirectiveNames) {
 		t.Errorf("the syntax names %q, subdirectiveNames %q", doc, subdirectiveNames)
 	}
+	slices.Sort(sharedDoc)
+	if !slices.Equal(sharedDoc, sharedSessionNames) {
+		t.Errorf("the syntax names %q in shared_session, sharedSessionNames %q", sharedDoc, sharedSessionNames)
+	}
+	if got := caseNames(src, `func unmarshalSharedSession`); !slices.Equal(got, sharedSessionNames) {
+		t.Errorf("unmarshalSharedSession knows %q, sharedSessionNames %q", got, sharedSessionNames)
+	}
 	// The names in the case clauses of UnmarshalCaddyfile's switch.
-	body := regexp.MustCompile(`(?s)\nfunc \(h \*Handler\) UnmarshalCaddyfile\(.*?\n}\n`).Find(src)
+	if got := caseNames(src, `func \(h \*Handler\) UnmarshalCaddyfile`); !slices.Equal(got, subdirectiveNames) {
+		t.Errorf("the switch knows %q, subdirectiveNames %q", got, subdirectiveNames)
+	}
+}
+
+// caseNames are the names in the case clauses of the function of src
+// whose declaration starts as decl (a regular expression), sorted.
+func caseNames(src []byte, decl string) []string {
+	body := regexp.MustCompile(`(?s)\n` + decl + `\(.*?\n}\n`).Find(src)
 	known := map[string]bool{}
 	for _, c := range regexp.MustCompile(`(?m)^\t*case (.*):$`).FindAllSubmatch(body, -1) {
 		for _, name := range regexp.MustCompile(`"([a-z_]+)"`).FindAllSubmatch(c[1], -1) {
 			known[string(name[1])] = true
 		}
 	}
-	if got := slices.Sorted(maps.Keys(known)); !slices.Equal(got, subdirectiveNames) {
-		t.Errorf("the switch knows %q, subdirectiveNames %q", got, subdirectiveNames)
-	}
+	return slices.Sorted(maps.Keys(known))
 }
 
 func TestGlobalOption(t *testing.T) {

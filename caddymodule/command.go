@@ -31,7 +31,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "apic-proxy",
-		Usage: "[--from <addr>] [--to <url>] [--credentials <credentials.json>] [--realm <realm>] [--username <user>] [--client-id <id>] [--password-file <file>] [--client-secret-file <file>] [--api-key-file <file>] [--insecure] [--ca-cert <pem>] [--timeout <duration>] [--allowed-host <host>] [--admin <addr>] [--grace-period <duration>] [--lazy] [--token-file <file>] [--apic-config-file <file>] [--demo]",
+		Usage: "[--from <addr>] [--to <url>] [--credentials <credentials.json>] [--realm <realm>] [--username <user>] [--client-id <id>] [--password-file <file>] [--client-secret-file <file>] [--api-key-file <file>] [--insecure] [--ca-cert <pem>] [--timeout <duration>] [--allowed-host <host>] [--admin <addr>] [--grace-period <duration>] [--lazy] [--token-file <file>] [--apic-config-file <file>] [--shared-session redis://host:port | --shared-session-dir <dir>] [--shared-session-key-file <file>] [--demo]",
 		Short: "Proxy to API Connect, logging in and injecting the bearer token",
 		Long: `
 Starts a local authenticating proxy in front of an IBM API Connect
@@ -82,6 +82,15 @@ address (Host and Origin checked); it is off by default. Whoever reaches
 it can read the secrets: prefer the unix socket. --grace-period is how
 long a stop waits for requests in flight (default: as long as they take).
 
+--shared-session redis://[user@]host:port[/db] (rediss:// for TLS)
+shares one API Connect session among every proxy that logs in as the
+same user, and across restarts, in Redis; --shared-session-dir <dir> does
+it in a directory, for the processes of one machine. The Redis password
+comes from REDIS_PASSWORD (one in the URL works, but shows in ps).
+--shared-session-key-file mixes the file's content into the record's
+encryption key. A stop then leaves the session signed in: the other
+proxies use it.
+
 --demo starts the built-in API Connect simulator on a loopback port and
 proxies to it as its Cloud Manager user, so everything can be tried
 without an API Manager.
@@ -97,6 +106,9 @@ without an API Manager.
 			fs.StringArray("allowed-host", nil, "host name clients may use besides loopback ones (repeatable)")
 			fs.String("token-file", "", "keep this file with the current token, for tools that cannot use the proxy")
 			fs.String("apic-config-file", "", "keep the token in this apic toolkit token file (such as ~/.apiconnect/token)")
+			fs.String("shared-session", "", "share the API Connect session in Redis: redis://[user@]host:port[/db] (password from $REDIS_PASSWORD)")
+			fs.String("shared-session-dir", "", "share the API Connect session in this directory (processes of one machine)")
+			fs.String("shared-session-key-file", "", "mix this file's content into the shared session's encryption key")
 			fs.Bool("demo", false, "proxy to the built-in API Connect simulator")
 			fs.Bool("access-log", false, "log every request")
 			fs.Bool("debug", false, "log at debug level")
@@ -134,6 +146,8 @@ type proxyOptions struct {
 	// TokenFile and APICConfigFile are the handler's token_file and
 	// apic_config_file.
 	TokenFile, APICConfigFile string
+	// Shared is the handler's shared_session, nil without one.
+	Shared *SharedSession
 }
 
 func cmdAPICProxy(fl caddycmd.Flags) (int, error) {
@@ -153,6 +167,10 @@ func cmdAPICProxy(fl caddycmd.Flags) (int, error) {
 	opts.TokenFile, opts.APICConfigFile = fl.String("token-file"), fl.String("apic-config-file")
 	var err error
 	if opts.AllowedHosts, err = fl.GetStringArray("allowed-host"); err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	sf := sharedFlags{Redis: fl.String("shared-session"), Dir: fl.String("shared-session-dir"), KeyFile: fl.String("shared-session-key-file")}
+	if opts.Shared, err = sf.config(os.Stderr); err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
 	if fl.Bool("demo") {
@@ -390,6 +408,7 @@ func (o *proxyOptions) config() (*caddy.Config, string, error) {
 		TLSInsecureSkipVerify: o.Insecure, TLSTrustedCACerts: o.CACerts,
 		AllowedHosts: o.AllowedHosts, Timeout: caddy.Duration(o.Timeout),
 		TokenFile: o.TokenFile, APICConfigFile: o.APICConfigFile,
+		SharedSession: o.Shared,
 	}
 	port := to.Port()
 	if port == "" {

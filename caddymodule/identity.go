@@ -50,7 +50,10 @@ type identity struct {
 	scrub *apic.Scrubber
 	// sinks are the token files it writes (sinks.go).
 	sinks identitySinks
-	first firstLogin
+	// shared is the shared session's record and storage (shared.go);
+	// nil without one.
+	shared *sharedIdentity
+	first  firstLogin
 }
 
 // firstLogin is the outcome of an identity's first login, started by the
@@ -80,6 +83,7 @@ func (c *resolved) poolKey() string {
 		strconv.FormatBool(c.insecure), strconv.FormatBool(c.signOutOnStop),
 	}
 	parts = append(parts, c.caFiles...)
+	parts = append(parts, c.shared.poolParts()...)
 	for _, p := range parts {
 		h.Write([]byte(p))
 		h.Write([]byte{0})
@@ -87,13 +91,16 @@ func (c *resolved) poolKey() string {
 	return "apic_auth:" + hex.EncodeToString(h.Sum(nil))
 }
 
-func newIdentity(c *resolved) (*identity, error) {
+func newIdentity(ctx caddy.Context, l *zap.Logger, c *resolved) (*identity, error) {
 	hc, err := apic.NewHTTPClient(c.insecure, c.caFiles)
 	if err != nil {
 		return nil, fmt.Errorf("tls_trusted_ca_certs: %v", err)
 	}
 	client := &apic.Client{Server: c.server, Credentials: c.creds, HTTP: hc, CAOption: "tls_trusted_ca_certs (apic-proxy --ca-cert)"}
 	id := &identity{server: c.server, realm: c.creds.Realm, user: c.creds.Username, grant: c.creds.Grant(), http: hc, client: client, scrub: client.Scrubber()}
+	if c.shared != nil && c.shared.key != "" {
+		id.scrub = apic.NewScrubber(c.creds.Password, c.creds.APIKey, c.creds.ClientSecret, c.shared.key)
+	}
 	if c.creds.APIKey != "" {
 		id.user = "(api key)"
 		id.realm = ""
@@ -103,7 +110,7 @@ func newIdentity(c *resolved) (*identity, error) {
 		id.name = defaultName(c)
 	}
 	id.first.done = make(chan struct{})
-	id.env.Store(&provisionEnv{logger: zap.NewNop()})
+	id.setEnv(ctx, l)
 	opts := session.Options{
 		Fetcher:          client,
 		Grant:            c.creds.Grant(),
@@ -115,6 +122,13 @@ func newIdentity(c *resolved) (*identity, error) {
 	}
 	if c.signOutOnStop {
 		opts.SignOut = id.signOutUpstream
+	}
+	if c.shared != nil {
+		if id.shared, err = newSharedIdentity(ctx, id, c); err != nil {
+			hc.CloseIdleConnections()
+			return nil, err
+		}
+		opts.Shared, opts.LockWait, opts.OnShared = id.shared.store, c.shared.lockWait, id.onShared
 	}
 	id.sess = session.New(opts)
 	return id, nil
@@ -209,10 +223,15 @@ func (id *identity) firstOutcome(ctx context.Context) (*session.Token, error) {
 	}
 }
 
+// onToken logs a new token, obtained by this proxy or adopted from the
+// fleet's shared session, and writes the token files. Only a token this
+// proxy requested counts in the token request durations.
 func (id *identity) onToken(t *session.Token, took time.Duration) {
-	id.stats.tokenRequestTook(took)
-	id.emit(EventTokenObtained, map[string]any{"grant": t.Grant, "expires": t.Expiry, "refresh_at": t.RefreshAt})
-	id.log().Info("obtained API Connect token",
+	if id.shared != nil {
+		id.shared.refusedOnce.Store(false)
+	}
+	data := map[string]any{"grant": t.Grant, "expires": t.Expiry, "refresh_at": t.RefreshAt}
+	fields := []zap.Field{
 		zap.String("identity", id.name),
 		zap.String("server", id.server),
 		zap.String("grant", t.Grant),
@@ -220,7 +239,21 @@ func (id *identity) onToken(t *session.Token, took time.Duration) {
 		zap.String("user", id.user),
 		zap.Time("expires", t.Expiry),
 		zap.Time("refresh_at", t.RefreshAt),
-		zap.Duration("took", took))
+	}
+	if id.shared != nil {
+		data["generation"], data["adopted"] = t.Generation, t.Adopted
+		fields = append(fields, zap.Uint64("generation", t.Generation))
+	}
+	msg := "obtained API Connect token"
+	if t.Adopted {
+		msg = "adopted the fleet's API Connect token"
+		fields = append(fields, zap.String("written_by", t.WrittenBy), zap.Time("written_at", t.WrittenAt))
+	} else {
+		id.stats.tokenRequestTook(took)
+		fields = append(fields, zap.Duration("took", took))
+	}
+	id.emit(EventTokenObtained, data)
+	id.log().Info(msg, fields...)
 	id.writeSinks(t)
 }
 
@@ -265,6 +298,7 @@ func (id *identity) signOutUpstream(ctx context.Context, t *session.Token) error
 func (id *identity) Destruct() error {
 	defer id.http.CloseIdleConnections()
 	_ = id.sess.Close() // a failed sign-out is logged; the token expires anyway
+	id.shared.close()
 	return nil
 }
 

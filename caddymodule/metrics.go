@@ -130,7 +130,33 @@ var (
 	descRefused = prometheus.NewDesc("caddy_apic_auth_refused_requests_total",
 		"Requests the proxy refused to forward (a host not allowed, a web page, a path outside paths, a path escape), by identity and status.",
 		[]string{"identity", "status"}, nil)
+
+	descSharedTokens = prometheus.NewDesc("caddy_apic_auth_shared_tokens_total",
+		"Tokens of the shared session, by identity and source: adopted (another proxy obtained it) or stored (this proxy obtained it for the fleet).",
+		[]string{"identity", "source"}, nil)
+	descSharedLockWaits = prometheus.NewDesc("caddy_apic_auth_shared_lock_waits_total",
+		"Waits for another proxy's login in the shared session, by identity.",
+		[]string{"identity"}, nil)
+	descSharedFallbacks = prometheus.NewDesc("caddy_apic_auth_shared_fallbacks_total",
+		"Logins of this proxy's own outside the shared session (storage failing, the record unreadable, or lock_wait passed), by identity.",
+		[]string{"identity"}, nil)
+	descSharedStorageErrors = prometheus.NewDesc("caddy_apic_auth_shared_storage_errors_total",
+		"Failed calls to the shared session's storage, by identity.",
+		[]string{"identity"}, nil)
+	descSharedUnreadable = prometheus.NewDesc("caddy_apic_auth_shared_unreadable_total",
+		"Reads of a shared session record that did not open with this proxy's credentials (written with others, or altered), by identity.",
+		[]string{"identity"}, nil)
+	descSharedStorageOps = prometheus.NewDesc("caddy_apic_auth_shared_storage_operations_total",
+		"Calls to the shared session's storage, by identity and operation (load, store, lock, unlock).",
+		[]string{"identity", "op"}, nil)
+	descSharedGeneration = prometheus.NewDesc("caddy_apic_auth_shared_generation",
+		"The shared session's generation of the held token, by identity: it grows by one at each login or refresh of the fleet.",
+		[]string{"identity"}, nil)
 )
+
+// sharedDescs are the shared session's metrics, present for identities
+// with one.
+var sharedDescs = []*prometheus.Desc{descSharedTokens, descSharedLockWaits, descSharedFallbacks, descSharedStorageErrors, descSharedUnreadable, descSharedStorageOps, descSharedGeneration}
 
 // collector exposes every live identity's counters. Each config load has
 // a registry of its own; the collector reads the identities at scrape
@@ -138,7 +164,7 @@ var (
 type collector struct{}
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descTokenRequests, descTokenDuration, descTokenExpiry, descReady, descReplays, descWaits, descFailures, descRefused} {
+	for _, d := range append([]*prometheus.Desc{descTokenRequests, descTokenDuration, descTokenExpiry, descReady, descReplays, descWaits, descFailures, descRefused}, sharedDescs...) {
 		ch <- d
 	}
 }
@@ -182,7 +208,27 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 		for status, n := range st.Refused {
 			ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(n), id.name, status)
 		}
+		if sh := id.sharedStatus(ss.Shared); sh != nil {
+			collectShared(ch, id.name, sh)
+		}
 	}
+}
+
+// collectShared sends an identity's shared session metrics.
+func collectShared(ch chan<- prometheus.Metric, name string, sh *sharedStatus) {
+	counter := func(d *prometheus.Desc, n uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(n), append([]string{name}, labels...)...)
+	}
+	counter(descSharedTokens, sh.Adopted, "adopted")
+	counter(descSharedTokens, sh.Stored, "stored")
+	counter(descSharedLockWaits, sh.LockWaits)
+	counter(descSharedFallbacks, sh.Fallbacks)
+	counter(descSharedStorageErrors, sh.StorageErrors)
+	counter(descSharedUnreadable, sh.Unreadable)
+	for op, n := range sh.StorageOps {
+		counter(descSharedStorageOps, n, op)
+	}
+	ch <- prometheus.MustNewConstMetric(descSharedGeneration, prometheus.GaugeValue, float64(sh.Generation), name)
 }
 
 // registerMetrics adds the collector to a config's registry, once.

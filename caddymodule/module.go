@@ -91,7 +91,10 @@ type Handler struct {
 	PassSignOut bool `json:"pass_sign_out,omitempty"`
 	// SignOutOnStop signs the session out upstream when the last config
 	// using this identity is unloaded (Caddy stops, or a reload drops
-	// it), so that no session outlives the proxy. Default true.
+	// it), so that no session outlives the proxy. Default true; false
+	// with SharedSession, since one proxy's stop would sign out the
+	// session the whole fleet uses (set true, and any one proxy's stop
+	// does: the others then log in again).
 	SignOutOnStop *bool `json:"sign_out_on_stop,omitempty"`
 	// AllowedHosts are host names (or IP addresses), besides loopback
 	// ones, that a request's Host may name. A request for any other host
@@ -138,6 +141,11 @@ type Handler struct {
 	// rest streams through unchanged. Bytes; default 16 MiB. Only with
 	// RewriteLinks.
 	RewriteLinksMaxBody int64 `json:"rewrite_links_max_body,omitempty"`
+	// SharedSession shares one API Connect session among the proxies
+	// that log in as this identity, and across restarts, in a Caddy
+	// storage module (see SharedSession). Default none: this proxy logs
+	// in on its own.
+	SharedSession *SharedSession `json:"shared_session,omitempty"`
 
 	logger *zap.Logger
 	// serverHost is the server's host[:port], to name API Manager in
@@ -193,6 +201,8 @@ type resolved struct {
 	insecure      bool
 	caFiles       []string
 	signOutOnStop bool
+	// shared is the resolved shared_session, nil without one.
+	shared *resolvedShared
 	// sinkPaths are the resolved TokenFile and APICConfigFile (as
 	// sinkOptions), "" when unset. They are the handler's, not the
 	// identity's: not in poolKey, so that handlers that differ only in
@@ -251,7 +261,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.key = cfg.poolKey()
 	val, _, err := identities.LoadOrNew(h.key, func() (caddy.Destructor, error) {
-		return newIdentity(cfg)
+		return newIdentity(ctx, h.logger, cfg)
 	})
 	if err != nil {
 		return err
@@ -276,6 +286,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 	app.(*App).checkListeners(ctx)
+	if h.id.shared != nil && h.id.shared.global {
+		app.(*App).useGlobalStorage(h.id)
+	}
 	return nil
 }
 
@@ -288,7 +301,10 @@ func (h *Handler) resolve() (*resolved, error) {
 		refreshBefore: time.Duration(h.RefreshBefore),
 		timeout:       time.Duration(h.Timeout),
 		insecure:      h.TLSInsecureSkipVerify,
-		signOutOnStop: h.SignOutOnStop == nil || *h.SignOutOnStop,
+		signOutOnStop: h.SharedSession == nil,
+	}
+	if h.SignOutOnStop != nil {
+		cfg.signOutOnStop = *h.SignOutOnStop
 	}
 	get := func(field, raw string) string {
 		v, err := resolvePlaceholders(repl, field, raw)
@@ -356,6 +372,12 @@ func (h *Handler) resolve() (*resolved, error) {
 	}
 	for i, p := range h.TLSTrustedCACerts {
 		cfg.caFiles = append(cfg.caFiles, get(fmt.Sprintf("tls_trusted_ca_certs[%d]", i), p))
+	}
+	if h.SharedSession != nil {
+		var err error
+		if cfg.shared, err = h.SharedSession.resolve(get); err != nil {
+			return nil, err
+		}
 	}
 	return cfg, nil
 }

@@ -111,7 +111,8 @@ type Token struct {
 	// without a shared session. A token of this proxy's own that the
 	// fleet does not share (Local) keeps the generation it replaced.
 	Generation uint64
-	// Adopted is set when another proxy obtained the token.
+	// Adopted is set when the token was taken from the shared record,
+	// obtained by another proxy (or before a restart).
 	Adopted bool
 	// Local is set when the token is this proxy's alone, obtained while
 	// the shared session could not be used.

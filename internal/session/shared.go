@@ -213,13 +213,15 @@ func recordToken(rec *shared.Record) *apic.Token {
 	return t
 }
 
-// adopt is the outcome of taking rec's token.
+// adopt is the outcome of taking rec's token. It is adopted even when
+// rec names this proxy: a process of the same host and pid before a
+// restart, or another identity of this process, obtained it.
 func (m *Manager) adopt(rec *shared.Record) obtained {
 	m.sh.count(&m.sh.status.Adopted)
 	m.sh.emit(SharedEvent{Kind: SharedAdopted, Generation: rec.Generation, WrittenBy: rec.WrittenBy})
 	return obtained{
 		tok: recordToken(rec), grant: rec.Grant, obtained: rec.Obtained,
-		gen: rec.Generation, adopted: rec.WrittenBy != m.opts.Proxy, writtenBy: rec.WrittenBy, writtenAt: rec.WrittenAt,
+		gen: rec.Generation, adopted: true, writtenBy: rec.WrittenBy, writtenAt: rec.WrittenAt,
 	}
 }
 
