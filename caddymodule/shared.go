@@ -407,6 +407,9 @@ type sharedStatus struct {
 	WrittenAt  *time.Time `json:"written_at,omitempty"`
 	// Local is set while the held token is this proxy's alone.
 	Local bool `json:"local"`
+	// LockHeld is set while this proxy holds the lock: it logs in or
+	// refreshes for the fleet.
+	LockHeld bool `json:"lock_held"`
 	// Storage is ok or failing; LastError is its last failure.
 	Storage       string            `json:"storage"`
 	LastError     string            `json:"last_error,omitempty"`
@@ -425,7 +428,7 @@ func (id *identity) sharedStatus(st *session.SharedStatus) *sharedStatus {
 		return nil
 	}
 	out := &sharedStatus{
-		Generation: st.Generation, WrittenBy: st.WrittenBy, WrittenAt: timePtr(st.WrittenAt), Local: st.Local,
+		Generation: st.Generation, WrittenBy: st.WrittenBy, WrittenAt: timePtr(st.WrittenAt), Local: st.Local, LockHeld: st.Holding,
 		Storage: "ok", Adopted: st.Adopted, Stored: st.Stored, LockWaits: st.LockWaits, Fallbacks: st.Fallbacks,
 		StorageErrors: st.StorageErrors, Unreadable: st.Unreadable, StorageOps: make(map[string]uint64, len(shared.Ops)),
 	}
