@@ -72,6 +72,19 @@ func backends(t *testing.T) []backend {
 	return []backend{fileBackend(t), redisBackend(t)}
 }
 
+// eachBackend runs test against each kind of real storage, in parallel
+// when parallel is set, with a ctx that bounds a broken test.
+func eachBackend(t *testing.T, parallel bool, test func(t *testing.T, b backend, ctx context.Context)) {
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			if parallel {
+				t.Parallel()
+			}
+			test(t, b, ctxFor(t, 60*time.Second))
+		})
+	}
+}
+
 func fileBackend(t *testing.T) backend {
 	dir := t.TempDir()
 	return backend{
@@ -193,44 +206,41 @@ func sameRecord(t *testing.T, got, want *Record) {
 func TestSaveLoad(t *testing.T) {
 	a := newStore(t, nil, testID, testSecrets, 0)
 	other := newStore(t, nil, testID, testSecrets, 0)
-	for _, b := range backends(t) {
-		t.Run(b.name, func(t *testing.T) {
-			ctx := ctxFor(t, 30*time.Second)
-			loads := a.Count(OpLoad)
-			a.SetStorage(b.open(t))
-			rec, dead, err := a.Load(ctx)
-			if rec != nil || dead || err != nil {
-				t.Fatalf("Load of no record = %v, %v, %v; want nil, false, nil", rec, dead, err)
-			}
-			want := liveRecord(1)
-			if err := a.Save(ctx, want); err != nil {
-				t.Fatalf("Save: %v", err)
-			}
-			// Another client of the storage (another process) with the
-			// same identity and secrets reads it.
-			other.SetStorage(b.open(t))
-			got, dead, err := other.Load(ctx)
-			if err != nil || dead {
-				t.Fatalf("Load = %v, %v; want the record", dead, err)
-			}
-			sameRecord(t, got, want)
+	eachBackend(t, false, func(t *testing.T, b backend, ctx context.Context) {
+		loads := a.Count(OpLoad)
+		a.SetStorage(b.open(t))
+		rec, dead, err := a.Load(ctx)
+		if rec != nil || dead || err != nil {
+			t.Fatalf("Load of no record = %v, %v, %v; want nil, false, nil", rec, dead, err)
+		}
+		want := liveRecord(1)
+		if err := a.Save(ctx, want); err != nil {
+			t.Fatalf("Save: %v", err)
+		}
+		// Another client of the storage (another process) with the
+		// same identity and secrets reads it.
+		other.SetStorage(b.open(t))
+		got, dead, err := other.Load(ctx)
+		if err != nil || dead {
+			t.Fatalf("Load = %v, %v; want the record", dead, err)
+		}
+		sameRecord(t, got, want)
 
-			// A newer record replaces it.
-			newer := liveRecord(2)
-			newer.AccessToken += "-2"
-			if err := other.Save(ctx, newer); err != nil {
-				t.Fatalf("Save: %v", err)
-			}
-			got, _, err = a.Load(ctx)
-			if err != nil {
-				t.Fatalf("Load: %v", err)
-			}
-			sameRecord(t, got, newer)
-			if n := a.Count(OpLoad) - loads; n != 2 {
-				t.Errorf("counted %d loads, want 2", n)
-			}
-		})
-	}
+		// A newer record replaces it.
+		newer := liveRecord(2)
+		newer.AccessToken += "-2"
+		if err := other.Save(ctx, newer); err != nil {
+			t.Fatalf("Save: %v", err)
+		}
+		got, _, err = a.Load(ctx)
+		if err != nil {
+			t.Fatalf("Load: %v", err)
+		}
+		sameRecord(t, got, newer)
+		if n := a.Count(OpLoad) - loads; n != 2 {
+			t.Errorf("counted %d loads, want 2", n)
+		}
+	})
 }
 
 // encodings are the forms a secret might take in stored bytes.
@@ -291,53 +301,50 @@ func TestStoredBytesHoldNoSecret(t *testing.T) {
 	if hash, ok := strings.CutPrefix(a.Key(), "apic_auth/sessions/"); !ok || len(hash) != 64 || strings.Trim(hash, "0123456789abcdef") != "" {
 		t.Errorf("key %q, want apic_auth/sessions/<64 hex digits>", a.Key())
 	}
-	for _, b := range backends(t) {
-		t.Run(b.name, func(t *testing.T) {
-			ctx := ctxFor(t, 30*time.Second)
-			st := b.open(t)
-			a.SetStorage(st)
+	eachBackend(t, false, func(t *testing.T, b backend, ctx context.Context) {
+		st := b.open(t)
+		a.SetStorage(st)
 
-			if err := a.Save(ctx, liveRecord(1)); err != nil {
-				t.Fatalf("Save: %v", err)
-			}
-			keys, err := st.List(ctx, "apic_auth/sessions", true)
-			if err != nil || len(keys) != 1 || keys[0] != a.Key() {
-				t.Errorf("the storage lists %q, %v; want only %q", keys, err, a.Key())
-			}
-			// What a held lock stores is searched too.
-			unlock, err := a.Lock(ctx)
-			if err != nil {
-				t.Fatalf("Lock: %v", err)
-			}
-			defer unlock()
+		if err := a.Save(ctx, liveRecord(1)); err != nil {
+			t.Fatalf("Save: %v", err)
+		}
+		keys, err := st.List(ctx, "apic_auth/sessions", true)
+		if err != nil || len(keys) != 1 || keys[0] != a.Key() {
+			t.Errorf("the storage lists %q, %v; want only %q", keys, err, a.Key())
+		}
+		// What a held lock stores is searched too.
+		unlock, err := a.Lock(ctx)
+		if err != nil {
+			t.Fatalf("Lock: %v", err)
+		}
+		defer unlock()
 
-			dump := b.dump(t)
-			if len(dump) == 0 {
-				t.Fatal("the storage holds nothing")
-			}
-			found := false
-			for key, value := range dump {
-				found = found || strings.HasSuffix(key, a.Key())
-				noSecretIn(t, "key "+key, []byte(key), secrets)
-				noSecretIn(t, "the value of "+key, value, secrets)
-			}
-			if !found {
-				t.Errorf("no stored key ends in %s: %q", a.Key(), keys)
-			}
-			// And the record as the storage module returns it.
-			all, err := st.List(ctx, "", true)
+		dump := b.dump(t)
+		if len(dump) == 0 {
+			t.Fatal("the storage holds nothing")
+		}
+		found := false
+		for key, value := range dump {
+			found = found || strings.HasSuffix(key, a.Key())
+			noSecretIn(t, "key "+key, []byte(key), secrets)
+			noSecretIn(t, "the value of "+key, value, secrets)
+		}
+		if !found {
+			t.Errorf("no stored key ends in %s: %q", a.Key(), keys)
+		}
+		// And the record as the storage module returns it.
+		all, err := st.List(ctx, "", true)
+		if err != nil {
+			t.Fatalf("List: %v", err)
+		}
+		for _, key := range all {
+			v, err := st.Load(ctx, key)
 			if err != nil {
-				t.Fatalf("List: %v", err)
+				continue // a lock, or a directory
 			}
-			for _, key := range all {
-				v, err := st.Load(ctx, key)
-				if err != nil {
-					continue // a lock, or a directory
-				}
-				noSecretIn(t, "the loaded value of "+key, v, secrets)
-			}
-		})
-	}
+			noSecretIn(t, "the loaded value of "+key, v, secrets)
+		}
+	})
 }
 
 func TestOtherCredentialsCannotRead(t *testing.T) {
@@ -359,47 +366,44 @@ func TestOtherCredentialsCannotRead(t *testing.T) {
 	otherUser := testID
 	otherUser.User = "ops-admin-2"
 	otherUsers := newStore(t, nil, otherUser, testSecrets, 0)
-	for _, b := range backends(t) {
-		t.Run(b.name, func(t *testing.T) {
-			ctx := ctxFor(t, 60*time.Second)
-			st := b.open(t)
-			a.SetStorage(st)
-			otherUsers.SetStorage(st)
-			for _, r := range readers {
-				r.SetStorage(b.open(t))
-			}
-			check := func(wantDead bool) {
-				t.Helper()
-				for i, c := range cases {
-					rec, dead, err := readers[i].Load(ctx)
-					if rec != nil || dead != wantDead || err != ErrUnreadable {
-						t.Errorf("%s: Load = %v, dead %v, %v; want nil, dead %v, ErrUnreadable", c.name, rec, dead, err, wantDead)
-					}
+	eachBackend(t, false, func(t *testing.T, b backend, ctx context.Context) {
+		st := b.open(t)
+		a.SetStorage(st)
+		otherUsers.SetStorage(st)
+		for _, r := range readers {
+			r.SetStorage(b.open(t))
+		}
+		check := func(wantDead bool) {
+			t.Helper()
+			for i, c := range cases {
+				rec, dead, err := readers[i].Load(ctx)
+				if rec != nil || dead != wantDead || err != ErrUnreadable {
+					t.Errorf("%s: Load = %v, dead %v, %v; want nil, dead %v, ErrUnreadable", c.name, rec, dead, err, wantDead)
 				}
 			}
-			if err := a.Save(ctx, liveRecord(3)); err != nil {
-				t.Fatalf("Save: %v", err)
-			}
-			check(false) // the record lasts: not to be replaced
-			dead := deadRecord()
-			if err := a.Save(ctx, dead); err != nil {
-				t.Fatalf("Save: %v", err)
-			}
-			check(true) // nothing in it is usable any more
-			// Its writer still reads it.
-			rec, isDead, err := a.Load(ctx)
-			if err != nil || isDead {
-				t.Fatalf("the writer's Load = %v, %v", isDead, err)
-			}
-			sameRecord(t, rec, dead)
+		}
+		if err := a.Save(ctx, liveRecord(3)); err != nil {
+			t.Fatalf("Save: %v", err)
+		}
+		check(false) // the record lasts: not to be replaced
+		dead := deadRecord()
+		if err := a.Save(ctx, dead); err != nil {
+			t.Fatalf("Save: %v", err)
+		}
+		check(true) // nothing in it is usable any more
+		// Its writer still reads it.
+		rec, isDead, err := a.Load(ctx)
+		if err != nil || isDead {
+			t.Fatalf("the writer's Load = %v, %v", isDead, err)
+		}
+		sameRecord(t, rec, dead)
 
-			// Another user's proxy has a record of its own, and sees none.
-			rec, isDead, err = otherUsers.Load(ctx)
-			if rec != nil || isDead || err != nil {
-				t.Errorf("another user's Load = %v, %v, %v; want nil, false, nil", rec, isDead, err)
-			}
-		})
-	}
+		// Another user's proxy has a record of its own, and sees none.
+		rec, isDead, err = otherUsers.Load(ctx)
+		if rec != nil || isDead || err != nil {
+			t.Errorf("another user's Load = %v, %v, %v; want nil, false, nil", rec, isDead, err)
+		}
+	})
 }
 
 func TestTamperedRecord(t *testing.T) {
@@ -408,167 +412,160 @@ func TestTamperedRecord(t *testing.T) {
 	otherID := testID
 	otherID.ClientID = "cli-other"
 	o := newStore(t, nil, otherID, testSecrets, 0)
-	for _, b := range backends(t) {
-		t.Run(b.name, func(t *testing.T) {
-			ctx := ctxFor(t, 60*time.Second)
-			st := b.open(t)
-			a.SetStorage(st)
-			o.SetStorage(st)
-			if err := a.Save(ctx, liveRecord(5)); err != nil {
-				t.Fatalf("Save: %v", err)
-			}
-			orig, err := st.Load(ctx, a.Key())
-			if err != nil {
-				t.Fatalf("loading the stored record: %v", err)
-			}
-			if err := o.Save(ctx, liveRecord(9)); err != nil {
-				t.Fatalf("Save: %v", err)
-			}
-			otherRec, err := st.Load(ctx, o.Key())
-			if err != nil {
-				t.Fatalf("loading the other record: %v", err)
-			}
+	eachBackend(t, false, func(t *testing.T, b backend, ctx context.Context) {
+		st := b.open(t)
+		a.SetStorage(st)
+		o.SetStorage(st)
+		if err := a.Save(ctx, liveRecord(5)); err != nil {
+			t.Fatalf("Save: %v", err)
+		}
+		orig, err := st.Load(ctx, a.Key())
+		if err != nil {
+			t.Fatalf("loading the stored record: %v", err)
+		}
+		if err := o.Save(ctx, liveRecord(9)); err != nil {
+			t.Fatalf("Save: %v", err)
+		}
+		otherRec, err := st.Load(ctx, o.Key())
+		if err != nil {
+			t.Fatalf("loading the other record: %v", err)
+		}
 
-			edit := func(change func(e *envelope)) []byte {
-				var e envelope
-				if err := json.Unmarshal(orig, &e); err != nil {
-					t.Fatalf("the stored record is no envelope: %v", err)
-				}
-				change(&e)
-				out, _ := json.Marshal(e)
-				return out
+		edit := func(change func(e *envelope)) []byte {
+			var e envelope
+			if err := json.Unmarshal(orig, &e); err != nil {
+				t.Fatalf("the stored record is no envelope: %v", err)
 			}
-			cases := []struct {
-				name     string
-				data     []byte
-				liveLast bool // its clear expiry is still ahead
-			}{
-				{"a byte of the sealed part flipped", edit(func(e *envelope) { e.Sealed[len(e.Sealed)/2] ^= 0x01 }), true},
-				{"the tag's last byte flipped", edit(func(e *envelope) { e.Sealed[len(e.Sealed)-1] ^= 0x80 }), true},
-				{"lasts moved later", edit(func(e *envelope) { e.Lasts = e.Lasts.Add(time.Hour) }), true},
-				{"lasts moved to the past", edit(func(e *envelope) { e.Lasts = time.Now().Add(-time.Hour) }), false},
-				{"nonce changed", edit(func(e *envelope) { e.Nonce[0] ^= 0xff }), true},
-				{"nonce cut", edit(func(e *envelope) { e.Nonce = e.Nonce[1:] }), false},
-				{"sealed part cut", edit(func(e *envelope) { e.Sealed = e.Sealed[:len(e.Sealed)-1] }), true},
-				{"sealed part empty", edit(func(e *envelope) { e.Sealed = nil }), true},
-				{"other version", edit(func(e *envelope) { e.Version = 2 }), false},
-				{"another identity's record", otherRec, true},
-				{"truncated", orig[:len(orig)/2], false},
-				{"empty", []byte{}, false},
-				{"JSON null", []byte("null"), false},
-				{"JSON object", []byte("{}"), false},
-				{"not JSON", []byte("\x00\xff garbage"), false},
+			change(&e)
+			out, _ := json.Marshal(e)
+			return out
+		}
+		cases := []struct {
+			name     string
+			data     []byte
+			liveLast bool // its clear expiry is still ahead
+		}{
+			{"a byte of the sealed part flipped", edit(func(e *envelope) { e.Sealed[len(e.Sealed)/2] ^= 0x01 }), true},
+			{"the tag's last byte flipped", edit(func(e *envelope) { e.Sealed[len(e.Sealed)-1] ^= 0x80 }), true},
+			{"lasts moved later", edit(func(e *envelope) { e.Lasts = e.Lasts.Add(time.Hour) }), true},
+			{"lasts moved to the past", edit(func(e *envelope) { e.Lasts = time.Now().Add(-time.Hour) }), false},
+			{"nonce changed", edit(func(e *envelope) { e.Nonce[0] ^= 0xff }), true},
+			{"nonce cut", edit(func(e *envelope) { e.Nonce = e.Nonce[1:] }), false},
+			{"sealed part cut", edit(func(e *envelope) { e.Sealed = e.Sealed[:len(e.Sealed)-1] }), true},
+			{"sealed part empty", edit(func(e *envelope) { e.Sealed = nil }), true},
+			{"other version", edit(func(e *envelope) { e.Version = 2 }), false},
+			{"another identity's record", otherRec, true},
+			{"truncated", orig[:len(orig)/2], false},
+			{"empty", []byte{}, false},
+			{"JSON null", []byte("null"), false},
+			{"JSON object", []byte("{}"), false},
+			{"not JSON", []byte("\x00\xff garbage"), false},
+		}
+		for _, c := range cases {
+			if err := st.Store(ctx, a.Key(), c.data); err != nil {
+				t.Fatalf("%s: storing: %v", c.name, err)
 			}
-			for _, c := range cases {
-				if err := st.Store(ctx, a.Key(), c.data); err != nil {
-					t.Fatalf("%s: storing: %v", c.name, err)
-				}
-				rec, dead, err := a.Load(ctx)
-				if rec != nil || err != ErrUnreadable {
-					t.Errorf("%s: Load = %v, %v; want nil, ErrUnreadable", c.name, rec, err)
-				}
-				if c.liveLast && dead {
-					t.Errorf("%s: dead, but its clear expiry is ahead", c.name)
-				}
+			rec, dead, err := a.Load(ctx)
+			if rec != nil || err != ErrUnreadable {
+				t.Errorf("%s: Load = %v, %v; want nil, ErrUnreadable", c.name, rec, err)
 			}
-			// The untouched bytes open again.
-			if err := st.Store(ctx, a.Key(), orig); err != nil {
-				t.Fatal(err)
+			if c.liveLast && dead {
+				t.Errorf("%s: dead, but its clear expiry is ahead", c.name)
 			}
-			if rec, _, err := a.Load(ctx); err != nil || rec.Generation != 5 {
-				t.Errorf("the original record: %v, %v", rec, err)
-			}
-		})
-	}
+		}
+		// The untouched bytes open again.
+		if err := st.Store(ctx, a.Key(), orig); err != nil {
+			t.Fatal(err)
+		}
+		if rec, _, err := a.Load(ctx); err != nil || rec.Generation != 5 {
+			t.Errorf("the original record: %v, %v", rec, err)
+		}
+	})
 }
 
 func TestLock(t *testing.T) {
-	for _, b := range backends(t) {
-		t.Run(b.name, func(t *testing.T) {
-			t.Parallel()
-			ctx := ctxFor(t, 60*time.Second)
-			// Two clients of the storage: two processes' view.
-			a := newStore(t, b.open(t), testID, testSecrets, 0)
-			other := newStore(t, b.open(t), testID, testSecrets, 0)
-			unlockA, err := a.Lock(ctx)
-			if err != nil {
-				t.Fatalf("Lock: %v", err)
-			}
-			if n := len(b.locks(t)); n != 1 {
-				t.Errorf("%d locks held, want 1", n)
-			}
+	eachBackend(t, true, func(t *testing.T, b backend, ctx context.Context) {
+		// Two clients of the storage: two processes' view.
+		a := newStore(t, b.open(t), testID, testSecrets, 0)
+		other := newStore(t, b.open(t), testID, testSecrets, 0)
+		unlockA, err := a.Lock(ctx)
+		if err != nil {
+			t.Fatalf("Lock: %v", err)
+		}
+		if n := len(b.locks(t)); n != 1 {
+			t.Errorf("%d locks held, want 1", n)
+		}
 
-			// A second Lock waits until Unlock: it starts now, and says
-			// whether the Unlock had come when it returns.
-			released := make(chan struct{})
-			type result struct {
-				unlock      func()
-				err         error
-				afterUnlock bool
+		// A second Lock waits until Unlock: it starts now, and says
+		// whether the Unlock had come when it returns.
+		released := make(chan struct{})
+		type result struct {
+			unlock      func()
+			err         error
+			afterUnlock bool
+		}
+		got := make(chan result, 1)
+		go func() {
+			u, err := other.Lock(ctx)
+			r := result{unlock: u, err: err}
+			select {
+			case <-released:
+				r.afterUnlock = true
+			default:
 			}
-			got := make(chan result, 1)
-			go func() {
-				u, err := other.Lock(ctx)
-				r := result{unlock: u, err: err}
-				select {
-				case <-released:
-					r.afterUnlock = true
-				default:
-				}
-				got <- r
-			}()
+			got <- r
+		}()
 
-			// Exclusive: a third client's Lock ends with its ctx, and says
-			// so, while the other's waits meanwhile.
-			short, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
-			unlockC, err := newStore(t, b.open(t), testID, testSecrets, 0).Lock(short)
-			cancel()
-			if err == nil {
-				unlockC()
-				t.Fatal("a third Store took the lock while the first held it")
-			}
-			if !errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "within 0s") {
-				t.Errorf("Lock whose ctx ended = %q, want its ctx's deadline", err)
-			}
+		// Exclusive: a third client's Lock ends with its ctx, and says
+		// so, while the other's waits meanwhile.
+		short, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+		unlockC, err := newStore(t, b.open(t), testID, testSecrets, 0).Lock(short)
+		cancel()
+		if err == nil {
+			unlockC()
+			t.Fatal("a third Store took the lock while the first held it")
+		}
+		if !errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "within 0s") {
+			t.Errorf("Lock whose ctx ended = %q, want its ctx's deadline", err)
+		}
 
-			// A lock of another identity is its own.
-			otherID := testID
-			otherID.User = "ops-admin-3"
-			unlockD, err := newStore(t, b.open(t), otherID, testSecrets, 0).Lock(ctxFor(t, 5*time.Second))
-			if err != nil {
-				t.Fatalf("another identity's Lock while the first is held: %v", err)
-			}
-			unlockD()
+		// A lock of another identity is its own.
+		otherID := testID
+		otherID.User = "ops-admin-3"
+		unlockD, err := newStore(t, b.open(t), otherID, testSecrets, 0).Lock(ctxFor(t, 5*time.Second))
+		if err != nil {
+			t.Fatalf("another identity's Lock while the first is held: %v", err)
+		}
+		unlockD()
 
-			close(released)
-			unlockA()
-			unlockA() // a second call does nothing
-			r := <-got
-			if r.err != nil {
-				t.Fatalf("the waiting Lock: %v", r.err)
-			}
-			if !r.afterUnlock {
-				r.unlock()
-				t.Fatal("the waiting Lock returned before Unlock")
-			}
-			// Held by the other now: the first waits in turn.
-			short, cancel = context.WithTimeout(ctx, 1500*time.Millisecond)
-			if u, err := a.Lock(short); err == nil {
-				u()
-				t.Error("the first Store took the lock the other holds")
-			}
-			cancel()
+		close(released)
+		unlockA()
+		unlockA() // a second call does nothing
+		r := <-got
+		if r.err != nil {
+			t.Fatalf("the waiting Lock: %v", r.err)
+		}
+		if !r.afterUnlock {
 			r.unlock()
-			u, err := a.Lock(ctxFor(t, 15*time.Second))
-			if err != nil {
-				t.Fatalf("Lock after the other's Unlock: %v", err)
-			}
+			t.Fatal("the waiting Lock returned before Unlock")
+		}
+		// Held by the other now: the first waits in turn.
+		short, cancel = context.WithTimeout(ctx, 1500*time.Millisecond)
+		if u, err := a.Lock(short); err == nil {
 			u()
-			if a.Count(OpLock) != 3 || a.Count(OpUnlock) != 2 {
-				t.Errorf("counted %d locks and %d unlocks, want 3 and 2", a.Count(OpLock), a.Count(OpUnlock))
-			}
-		})
-	}
+			t.Error("the first Store took the lock the other holds")
+		}
+		cancel()
+		r.unlock()
+		u, err := a.Lock(ctxFor(t, 15*time.Second))
+		if err != nil {
+			t.Fatalf("Lock after the other's Unlock: %v", err)
+		}
+		u()
+		if a.Count(OpLock) != 3 || a.Count(OpUnlock) != 2 {
+			t.Errorf("counted %d locks and %d unlocks, want 3 and 2", a.Count(OpLock), a.Count(OpUnlock))
+		}
+	})
 }
 
 // holderEnv names the storage a lock-holding child process (TestMain)
@@ -623,50 +620,47 @@ func holdLock(where string) int {
 // leaves a lock that expires by the storage module's rule, and another
 // Store then gets it.
 func TestCrashedLockHolder(t *testing.T) {
-	for _, b := range backends(t) {
-		t.Run(b.name, func(t *testing.T) {
-			t.Parallel()
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), holderEnv+"="+b.holder)
-			var stderr strings.Builder
-			cmd.Stderr = &stderr
-			stdin, err := cmd.StdinPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer stdin.Close()
-			out, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			line, _ := bufio.NewReader(out).ReadString('\n')
-			if line != "locked\n" {
-				_ = cmd.Process.Kill()
-				_ = cmd.Wait()
-				t.Fatalf("the lock holder said %q; its stderr:\n%s", line, stderr.String())
-			}
-			if n := len(b.locks(t)); n != 1 {
-				t.Errorf("%d locks held, want 1", n)
-			}
-			if err := cmd.Process.Kill(); err != nil {
-				t.Fatal(err)
-			}
+	eachBackend(t, true, func(t *testing.T, b backend, _ context.Context) {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), holderEnv+"="+b.holder)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stdin.Close()
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		line, _ := bufio.NewReader(out).ReadString('\n')
+		if line != "locked\n" {
+			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
+			t.Fatalf("the lock holder said %q; its stderr:\n%s", line, stderr.String())
+		}
+		if n := len(b.locks(t)); n != 1 {
+			t.Errorf("%d locks held, want 1", n)
+		}
+		if err := cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		_ = cmd.Wait()
 
-			// A bound on a broken test, well past the module's TTL.
-			bound := 3*b.lockTTL + 5*time.Second
-			start := time.Now()
-			unlock, err := newStore(t, b.open(t), testID, testSecrets, 0).Lock(ctxFor(t, bound))
-			if err != nil {
-				t.Fatalf("the crashed holder's lock did not expire within %s: %v", bound, err)
-			}
-			t.Logf("the lock came %s after its holder was killed (the module's TTL: %s)", time.Since(start).Round(time.Millisecond), b.lockTTL)
-			unlock()
-		})
-	}
+		// A bound on a broken test, well past the module's TTL.
+		bound := 3*b.lockTTL + 5*time.Second
+		start := time.Now()
+		unlock, err := newStore(t, b.open(t), testID, testSecrets, 0).Lock(ctxFor(t, bound))
+		if err != nil {
+			t.Fatalf("the crashed holder's lock did not expire within %s: %v", bound, err)
+		}
+		t.Logf("the lock came %s after its holder was killed (the module's TTL: %s)", time.Since(start).Round(time.Millisecond), b.lockTTL)
+		unlock()
+	})
 }
 
 // A paused Redis (a stalled server: connections open, nothing answered)
