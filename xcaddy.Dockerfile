@@ -14,9 +14,11 @@ FROM caddy:${CADDY_VERSION}-builder AS builder
 ARG CADDY_VERSION
 COPY . /src
 # The module's root package imports caddymodule; "@v0.0.0=/src" builds it
-# from the copied source without asking a module proxy for it.
-RUN xcaddy build v${CADDY_VERSION} --with github.com/apic-tools/apic-auth-proxy@v0.0.0=/src --output /usr/bin/caddy
-RUN /usr/bin/caddy list-modules | grep -qx 'http.handlers.apic_auth'
+# from the copied source without asking a module proxy for it. The Redis
+# storage module (the version in go.mod; CI checks) holds a fleet's shared
+# session.
+RUN xcaddy build v${CADDY_VERSION} --with github.com/apic-tools/apic-auth-proxy@v0.0.0=/src --with github.com/pberkel/caddy-storage-redis@v1.8.1 --output /usr/bin/caddy
+RUN /usr/bin/caddy list-modules | grep -qx 'http.handlers.apic_auth' && /usr/bin/caddy list-modules | grep -qx 'caddy.storage.redis'
 
 FROM caddy:${CADDY_VERSION}
 COPY --from=builder /usr/bin/caddy /usr/bin/caddy
