@@ -73,8 +73,9 @@ type env struct {
 	atStart bool              // the first login starts with the config
 	tcpFile *os.File          // the TCP listener until the process has it
 
-	text string // the Caddyfile the proxy starts with
-	cmd  *exec.Cmd
+	text   string // the Caddyfile the proxy starts with
+	noRace bool   // runs plainBinary
+	cmd    *exec.Cmd
 	// pingback and starting are the pingback's listener and outcome,
 	// between launch and awaitStart.
 	pingback net.Listener
@@ -100,6 +101,7 @@ type settings struct {
 	atStart   bool
 	simOf     *env
 	noStart   bool
+	noRace    bool
 }
 
 // withSim changes the simulator's config.
@@ -165,6 +167,12 @@ func withLoginAtStart() option {
 // its own: a fleet of proxies for one identity.
 func withSimOf(other *env) option {
 	return func(s *settings) { s.simOf = other }
+}
+
+// withoutRace runs the binary built without the race detector (see
+// plainBuild).
+func withoutRace() option {
+	return func(s *settings) { s.noRace = true }
 }
 
 // withoutStart makes newEnv return before starting the proxy: launch and
@@ -242,6 +250,7 @@ func newEnv(t *testing.T, opts ...option) *env {
 		e.adminSock = filepath.Join(dir, "admin.sock")
 		e.admin = e.socket("unix", e.adminSock)
 	}
+	e.noRace = s.noRace
 	e.text = e.caddyfile(e.authBlock())
 	if s.caddyfile != nil {
 		e.text = s.caddyfile(e)
@@ -344,6 +353,9 @@ func (e *env) launch(text string) {
 	t := e.t
 	t.Helper()
 	bin := binary(t)
+	if e.noRace {
+		bin = plainBinary(t)
+	}
 	file := filepath.Join(e.dir, "Caddyfile")
 	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
@@ -452,6 +464,14 @@ func (e *env) stderr() string {
 // report. stop runs at the end of every test; a test that checks what
 // stopping does calls it before.
 func (e *env) stop() {
+	e.t.Helper()
+	e.end(true)
+}
+
+// end stops the proxy as stop does; without unload it skips the unload
+// and its goroutine check, and uses only t.Errorf, so that many proxies
+// can end at once, from goroutines of their own.
+func (e *env) end(unload bool) {
 	t := e.t
 	t.Helper()
 	if e.cmd == nil || e.stopped {
@@ -470,7 +490,7 @@ func (e *env) stop() {
 		return
 	default:
 	}
-	if e.admin != nil {
+	if e.admin != nil && unload {
 		e.unload()
 	}
 	_ = e.cmd.Process.Signal(os.Interrupt)

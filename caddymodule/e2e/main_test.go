@@ -64,36 +64,64 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// build is one build of the binary, made at the first call of path.
+type build struct {
+	once sync.Once
+	path string
+	err  error
+}
+
 var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
+	// raceBuild is the binary the tests run: with -race when the tests
+	// run with it, so that the race detector watches the proxy's code
+	// under the tests' traffic.
+	raceBuild = &build{}
+	// plainBuild is built without -race, for the fleet tests' many
+	// processes: a proxy with the race detector takes about 1.3 s of CPU
+	// to start (its own code and the shared session's key derivation),
+	// twenty at once a minute on 2 cores. The same code runs under the
+	// race detector in every other test.
+	plainBuild = &build{}
 )
 
 // binary returns the path of the apic-auth-proxy binary, building it on
 // the first call.
 func binary(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
+	return raceBuild.get(t, "apic-auth-proxy", raceEnabled)
+}
+
+// plainBinary returns the path of the binary built without -race.
+func plainBinary(t *testing.T) string {
+	t.Helper()
+	if !raceEnabled {
+		return binary(t)
+	}
+	return plainBuild.get(t, "apic-auth-proxy-plain", false)
+}
+
+func (b *build) get(t *testing.T, name string, race bool) string {
+	t.Helper()
+	b.once.Do(func() {
 		goTool, err := exec.LookPath("go")
 		if err != nil {
-			buildErr = fmt.Errorf("building the binary needs the go command: %v", err)
+			b.err = fmt.Errorf("building the binary needs the go command: %v", err)
 			return
 		}
-		path := filepath.Join(binDir, "apic-auth-proxy")
+		path := filepath.Join(binDir, name)
 		args := []string{"build", "-o", path}
-		if raceEnabled {
+		if race {
 			args = append(args, "-race")
 		}
 		args = append(args, "github.com/apic-tools/apic-auth-proxy/cmd/apic-auth-proxy")
 		if out, err := exec.Command(goTool, args...).CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+			b.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 			return
 		}
-		binPath = path
+		b.path = path
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return binPath
+	return b.path
 }
