@@ -13,7 +13,6 @@ import (
 	"github.com/apic-tools/apic-auth-proxy/internal/redistest"
 )
 
-
 // sharedStatus is an identity's shared_session in GET /apic_auth/status.
 type sharedStatus struct {
 	Generation    uint64            `json:"generation"`
