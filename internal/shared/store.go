@@ -81,8 +81,8 @@ var Ops = []Op{OpLoad, OpStore, OpLock, OpUnlock}
 // Prefix is where the records are in the storage.
 const Prefix = "apic_auth/sessions/"
 
-// New derives the record's key (argon2id: about a tenth of a second on
-// two cores, and 64 MiB; BenchmarkNew measures it) and returns a Store.
+// New derives the record's key (argon2id: 46 MiB and a tenth of a second
+// or so of one core; BenchmarkNew measures it) and returns a Store.
 func New(opts Options) (*Store, error) {
 	hash := opts.Identity.Hash()
 	s, err := newSealer(hash, opts.Secrets)
