@@ -57,12 +57,13 @@ func fileStorage(t *testing.T) *fleetStorage {
 
 // storages runs f for each kind of storage, as parallel subtests.
 func storages(t *testing.T, f func(t *testing.T, st *fleetStorage)) {
-	for _, kind := range []func(*testing.T) *fleetStorage{redisStorage, fileStorage} {
-		t.Run("", func(t *testing.T) {
+	for _, kind := range []struct {
+		name string
+		new  func(*testing.T) *fleetStorage
+	}{{"redis", redisStorage}, {"file_system", fileStorage}} {
+		t.Run(kind.name, func(t *testing.T) {
 			t.Parallel()
-			st := kind(t)
-			t.Logf("storage %s", st.name)
-			f(t, st)
+			f(t, kind.new(t))
 		})
 	}
 }
