@@ -485,9 +485,17 @@ func TestTamperedRecord(t *testing.T) {
 
 func TestLock(t *testing.T) {
 	eachBackend(t, true, func(t *testing.T, b backend, ctx context.Context) {
-		// Two clients of the storage: two processes' view.
+		// Separate clients of the storage: separate processes' view. A
+		// Redis lock is exclusive while its holder refreshes it (every 3
+		// s, for 5 s): the Stores are made before any lock is taken, so
+		// that their key derivation, slow on a loaded machine under
+		// -race, does not starve a holder's refresh.
 		a := newStore(t, b.open(t), testID, testSecrets, 0)
 		other := newStore(t, b.open(t), testID, testSecrets, 0)
+		third := newStore(t, b.open(t), testID, testSecrets, 0)
+		otherID := testID
+		otherID.User = "ops-admin-3"
+		otherIdentity := newStore(t, b.open(t), otherID, testSecrets, 0)
 		unlockA, err := a.Lock(ctx)
 		if err != nil {
 			t.Fatalf("Lock: %v", err)
@@ -519,7 +527,7 @@ func TestLock(t *testing.T) {
 		// Exclusive: a third client's Lock ends with its ctx, and says
 		// so, while the other's waits meanwhile.
 		short, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
-		unlockC, err := newStore(t, b.open(t), testID, testSecrets, 0).Lock(short)
+		unlockC, err := third.Lock(short)
 		cancel()
 		if err == nil {
 			unlockC()
@@ -530,9 +538,7 @@ func TestLock(t *testing.T) {
 		}
 
 		// A lock of another identity is its own.
-		otherID := testID
-		otherID.User = "ops-admin-3"
-		unlockD, err := newStore(t, b.open(t), otherID, testSecrets, 0).Lock(ctxFor(t, 5*time.Second))
+		unlockD, err := otherIdentity.Lock(ctxFor(t, 5*time.Second))
 		if err != nil {
 			t.Fatalf("another identity's Lock while the first is held: %v", err)
 		}
