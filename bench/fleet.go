@@ -30,12 +30,18 @@ type phaseFResult struct {
 	WarmMS     []float64 `json:"warm_ms"`
 	ColdTokens []int     `json:"cold_tokens"`
 	WarmTokens []int     `json:"warm_tokens"`
-	Cold       summary   `json:"cold"`
-	Warm       summary   `json:"warm"`
+	// ColdOps and WarmOps are the fleet's storage operations until the
+	// slowest proxy's first 200.
+	ColdOps []uint64 `json:"cold_ops"`
+	WarmOps []uint64 `json:"warm_ops"`
+	Cold    summary  `json:"cold"`
+	Warm    summary  `json:"warm"`
 	// OpsPer10k are the fleet's storage operations per 10,000 proxied
 	// requests, after Requests[i] requests.
 	Requests  []int     `json:"requests"`
 	OpsPer10k []float64 `json:"ops_per_10k"`
+	// Seconds is how long those requests took.
+	Seconds []float64 `json:"seconds"`
 }
 
 // fleetStatus is the part of an identity's status phase F reads.
@@ -72,9 +78,11 @@ func (b *bench) phaseF(ctx context.Context) {
 		}
 		for _, warm := range []bool{false, true} {
 			last := warm && round == b.s.Starts
+			var ops uint64
 			took, tokens, err := b.fleetStart(ctx, lns, redis.addr, fmt.Sprintf("fleet-%d-%v", round, warm), func(cs []*caddy) error {
-				if !last {
-					return nil
+				var err error
+				if ops, err = fleetOpsCount(ctx, cs); err != nil || !last {
+					return err
 				}
 				return b.fleetOps(ctx, f, cs)
 			})
@@ -83,9 +91,9 @@ func (b *bench) phaseF(ctx context.Context) {
 				return
 			}
 			if warm {
-				f.WarmMS, f.WarmTokens = append(f.WarmMS, ms(took)), append(f.WarmTokens, tokens)
+				f.WarmMS, f.WarmTokens, f.WarmOps = append(f.WarmMS, ms(took)), append(f.WarmTokens, tokens), append(f.WarmOps, ops)
 			} else {
-				f.ColdMS, f.ColdTokens = append(f.ColdMS, ms(took)), append(f.ColdTokens, tokens)
+				f.ColdMS, f.ColdTokens, f.ColdOps = append(f.ColdMS, ms(took)), append(f.ColdTokens, tokens), append(f.ColdOps, ops)
 			}
 		}
 	}
@@ -146,26 +154,11 @@ func (b *bench) fleetStart(ctx context.Context, lns []*net.TCPListener, redisAdd
 // fleet and records its storage operations per 10,000 requests after
 // each: they come of the proxies' schedule, not of the requests.
 func (b *bench) fleetOps(ctx context.Context, f *phaseFResult, cs []*caddy) error {
-	ops := func() (uint64, error) {
-		var n uint64
-		for _, c := range cs {
-			st, err := fleetStatusOf(ctx, c)
-			if err != nil {
-				return 0, err
-			}
-			if st.Shared == nil {
-				return 0, errors.New("the status has no shared_session")
-			}
-			for _, v := range st.Shared.StorageOps {
-				n += v
-			}
-		}
-		return n, nil
-	}
-	start, err := ops()
+	start, err := fleetOpsCount(ctx, cs)
 	if err != nil {
 		return err
 	}
+	t0 := time.Now()
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
 	defer client.CloseIdleConnections()
 	sent := 0
@@ -188,14 +181,33 @@ func (b *bench) fleetOps(ctx context.Context, f *phaseFResult, cs []*caddy) erro
 			}
 			sent += len(cs)
 		}
-		n, err := ops()
+		n, err := fleetOpsCount(ctx, cs)
 		if err != nil {
 			return err
 		}
 		f.Requests = append(f.Requests, sent)
 		f.OpsPer10k = append(f.OpsPer10k, float64(n-start)*10000/float64(sent))
+		f.Seconds = append(f.Seconds, time.Since(t0).Seconds())
 	}
 	return nil
+}
+
+// fleetOpsCount sums the fleet's storage operations so far.
+func fleetOpsCount(ctx context.Context, cs []*caddy) (uint64, error) {
+	var n uint64
+	for _, c := range cs {
+		st, err := fleetStatusOf(ctx, c)
+		if err != nil {
+			return 0, err
+		}
+		if st.Shared == nil {
+			return 0, errors.New("the status has no shared_session")
+		}
+		for _, v := range st.Shared.StorageOps {
+			n += v
+		}
+	}
+	return n, nil
 }
 
 func fleetStatusOf(ctx context.Context, c *caddy) (fleetStatus, error) {
@@ -350,19 +362,19 @@ func writeF(p printer, r *results) {
 		p("Not measured.")
 		return
 	}
-	p("| start | token requests per start | first start to the slowest proxy's first proxied 200 (median) | min–max |")
-	p("|---|---|---|---|")
-	p("| cold (Redis empty) | %s | %.0f ms | %s |", joinInts(f.ColdTokens), f.Cold.Median, span(f.Cold, 0))
-	p("| warm (session in Redis) | %s | %.0f ms | %s |", joinInts(f.WarmTokens), f.Warm.Median, span(f.Warm, 0))
+	p("| start | token requests, each round | storage operations of the fleet until then | first start to the slowest proxy's first proxied 200 (median) | min–max |")
+	p("|---|---|---|---|---|")
+	p("| cold (Redis empty) | %s | %s | %.0f ms | %s |", join(f.ColdTokens), join(f.ColdOps), f.Cold.Median, span(f.Cold, 0))
+	p("| warm (session in Redis) | %s | %s | %.0f ms | %s |", join(f.WarmTokens), join(f.WarmOps), f.Warm.Median, span(f.Warm, 0))
 	p("")
 	var ops []string
 	for i, n := range f.Requests {
-		ops = append(ops, fmt.Sprintf("%.1f after %d requests", f.OpsPer10k[i], n))
+		ops = append(ops, fmt.Sprintf("%.1f after %d requests (%.0f s)", f.OpsPer10k[i], n, f.Seconds[i]))
 	}
-	p("Storage operations of the whole fleet per 10,000 proxied requests: %s (the periodic checks and the start, not the requests). The proxies start at once, each on its own listener, and log in at start: one takes the lock and logs in, the others read the session it stores.", strings.Join(ops, "; "))
+	p("Storage operations of the whole fleet per 10,000 proxied requests, on the last warm fleet: %s. A request reads the token in memory; the storage is read at start, at refresh time, after a 401 and at a periodic check (every minute with 8-hour tokens), so the count follows the clock, not the requests. The proxies start at once, each on its own listener, and log in at start: one takes the lock and logs in, the others read the session it stores.", strings.Join(ops, "; "))
 }
 
-func joinInts(xs []int) string {
+func join[T any](xs []T) string {
 	s := make([]string, len(xs))
 	for i, x := range xs {
 		s[i] = fmt.Sprint(x)
