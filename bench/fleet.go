@@ -26,10 +26,15 @@ type phaseFResult struct {
 	// ColdMS and WarmMS are, per round, the time from the first start to
 	// the slowest proxy's first proxied 200; ColdTokens and WarmTokens
 	// the token requests of the start.
-	ColdMS     []float64 `json:"cold_ms"`
-	WarmMS     []float64 `json:"warm_ms"`
-	ColdTokens []int     `json:"cold_tokens"`
-	WarmTokens []int     `json:"warm_tokens"`
+	ColdMS []float64 `json:"cold_ms"`
+	// AloneMS and AloneTokens are the same for proxies that do not
+	// share a session, each logging in: the baseline, in the same run.
+	AloneMS     []float64 `json:"alone_ms"`
+	AloneTokens []int     `json:"alone_tokens"`
+	Alone       summary   `json:"alone"`
+	WarmMS      []float64 `json:"warm_ms"`
+	ColdTokens  []int     `json:"cold_tokens"`
+	WarmTokens  []int     `json:"warm_tokens"`
 	// ColdOps and WarmOps are the fleet's storage operations until the
 	// slowest proxy's first 200.
 	ColdOps []uint64 `json:"cold_ops"`
@@ -76,6 +81,12 @@ func (b *bench) phaseF(ctx context.Context) {
 			b.miss("F: round %d: %v", round, err)
 			return
 		}
+		took, tokens, err := b.fleetStart(ctx, lns, "", fmt.Sprintf("alone-%d", round), nil)
+		if err != nil {
+			b.miss("F: round %d: %v", round, err)
+			return
+		}
+		f.AloneMS, f.AloneTokens = append(f.AloneMS, ms(took)), append(f.AloneTokens, tokens)
 		for _, warm := range []bool{false, true} {
 			last := warm && round == b.s.Starts
 			var ops uint64
@@ -97,7 +108,7 @@ func (b *bench) phaseF(ctx context.Context) {
 			}
 		}
 	}
-	f.Cold, f.Warm = summarize(f.ColdMS), summarize(f.WarmMS)
+	f.Cold, f.Warm, f.Alone = summarize(f.ColdMS), summarize(f.WarmMS), summarize(f.AloneMS)
 }
 
 // fleetStart starts a proxy on each listener at once, waits for every
@@ -234,8 +245,13 @@ func fleetStatusOf(ctx context.Context, c *caddy) (fleetStatus, error) {
 }
 
 // fleetCaddyfile is apic_auth's Caddyfile with the session shared in the
-// Redis at redisAddr; each proxy logs in (or adopts the session) at start.
+// Redis at redisAddr (none when ""); each proxy logs in (or adopts the
+// session) at start.
 func (b *bench) fleetCaddyfile(addr, admin, redisAddr string) string {
+	shared := ""
+	if redisAddr != "" {
+		shared = fmt.Sprintf("\n\t\tshared_session {\n\t\t\tstorage redis {\n\t\t\t\taddress %s\n\t\t\t}\n\t\t}", redisAddr)
+	}
 	return fmt.Sprintf(`{
 	admin unix/%s
 	persist_config off
@@ -254,16 +270,11 @@ http://%s {
 		username {env.APIC_USERNAME}
 		password {env.APIC_PASSWORD}
 		client_id {env.APIC_CLIENT_ID}
-		client_secret {env.APIC_CLIENT_SECRET}
-		shared_session {
-			storage redis {
-				address %s
-			}
-		}
+		client_secret {env.APIC_CLIENT_SECRET}%s
 	}
 	reverse_proxy %s
 }
-`, admin, addr, b.simURL, redisAddr, b.upAddr)
+`, admin, addr, b.simURL, shared, b.upAddr)
 }
 
 // redisServer is a redis-server of the run, on a loopback port.
@@ -366,6 +377,11 @@ func writeF(p printer, r *results) {
 	p("|---|---|---|---|---|")
 	p("| cold (Redis empty) | %s | %s | %.0f ms | %s |", join(f.ColdTokens), join(f.ColdOps), f.Cold.Median, span(f.Cold, 0))
 	p("| warm (session in Redis) | %s | %s | %.0f ms | %s |", join(f.WarmTokens), join(f.WarmOps), f.Warm.Median, span(f.Warm, 0))
+	p("| baseline: each proxy on its own, no shared session | %s | – | %.0f ms | %s |", join(f.AloneTokens), f.Alone.Median, span(f.Alone, 0))
+	p("")
+	rc, okc := ratio(f.Cold, f.Alone)
+	rw, okw := ratio(f.Warm, f.Alone)
+	p("Time to the slowest proxy's first 200, shared / alone (medians of the same run): cold %s, warm %s.", num(rc, 2, okc), num(rw, 2, okw))
 	p("")
 	var ops []string
 	for i, n := range f.Requests {
