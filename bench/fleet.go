@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -222,24 +221,12 @@ func fleetOpsCount(ctx context.Context, cs []*caddy) (uint64, error) {
 }
 
 func fleetStatusOf(ctx context.Context, c *caddy) (fleetStatus, error) {
-	client := adminClient(c.admin)
-	defer client.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://localhost/apic_auth/status", nil)
-	if err != nil {
-		return fleetStatus{}, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return fleetStatus{}, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return fleetStatus{}, err
-	}
 	var ids []fleetStatus
-	if err := json.Unmarshal(body, &ids); err != nil || len(ids) != 1 {
-		return fleetStatus{}, fmt.Errorf("admin status of %s: %d %s", c.name, resp.StatusCode, body)
+	if err := c.adminJSON(ctx, "/apic_auth/status", &ids); err != nil {
+		return fleetStatus{}, err
+	}
+	if len(ids) != 1 {
+		return fleetStatus{}, fmt.Errorf("admin status of %s: %d identities, want 1", c.name, len(ids))
 	}
 	return ids[0], nil
 }

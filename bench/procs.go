@@ -370,32 +370,41 @@ type identityStatus struct {
 
 // status returns the state and waits of the Caddy's apic_auth identity.
 func (c *caddy) status(ctx context.Context) (identityStatus, error) {
-	client := adminClient(c.admin)
-	defer client.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://localhost/apic_auth/status", nil)
-	if err != nil {
-		return identityStatus{}, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return identityStatus{}, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return identityStatus{}, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return identityStatus{}, fmt.Errorf("admin status: %d", resp.StatusCode)
-	}
 	var ids []identityStatus
-	if err := json.Unmarshal(body, &ids); err != nil {
-		return identityStatus{}, fmt.Errorf("admin status: %v", err)
+	if err := c.adminJSON(ctx, "/apic_auth/status", &ids); err != nil {
+		return identityStatus{}, err
 	}
 	if len(ids) != 1 {
 		return identityStatus{}, fmt.Errorf("admin status: %d identities, want 1", len(ids))
 	}
 	return ids[0], nil
+}
+
+// adminJSON decodes the answer to GET path on the Caddy's admin API into
+// v.
+func (c *caddy) adminJSON(ctx context.Context, path string, v any) error {
+	client := adminClient(c.admin)
+	defer client.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://localhost"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("admin %s: %d", path, resp.StatusCode)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("admin %s: %v", path, err)
+	}
+	return nil
 }
 
 // get sends one GET and returns the status; the body is read and dropped.
