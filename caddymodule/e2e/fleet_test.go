@@ -152,13 +152,20 @@ func shared(e *env) sharedStatus {
 	return *st[0].Shared
 }
 
-// awaitAll waits until every live member's status satisfies ok, reading
-// each again after every answer of the simulator or status change it can
-// observe; it fails the test after awaitBound with the last statuses.
+// awaitAll waits until every live member's status satisfies ok. The
+// members read their storage on their own schedule, which leaves no mark
+// outside them (no answer of the simulator, often no log line), so the
+// statuses are read again at each answer of the simulator and at least
+// every 100 ms; it fails the test after awaitBound with the last
+// statuses.
 func (fl *fleet) awaitAll(what string, ok func(identityStatus, sharedStatus) bool) {
 	fl.t.Helper()
-	deadline := time.Now().Add(awaitBound)
+	deadline := time.NewTimer(awaitBound)
+	defer deadline.Stop()
+	poll := time.NewTicker(100 * time.Millisecond)
+	defer poll.Stop()
 	for {
+		answered := fl.owner().up.next()
 		var bad []string
 		for i, e := range fl.live() {
 			id, sh := e.identity(), shared(e)
@@ -169,15 +176,11 @@ func (fl *fleet) awaitAll(what string, ok func(identityStatus, sharedStatus) boo
 		if len(bad) == 0 {
 			return
 		}
-		if time.Now().After(deadline) {
-			fl.t.Fatalf("%s: not within %s:\n%s", what, awaitBound, strings.Join(bad, "\n"))
-		}
-		// The members read their storage on their own schedule, which
-		// nothing outside them marks: the statuses are read again at
-		// the simulator's next answer, or after 100 ms.
 		select {
-		case <-fl.owner().up.next():
-		case <-time.After(100 * time.Millisecond):
+		case <-answered:
+		case <-poll.C:
+		case <-deadline.C:
+			fl.t.Fatalf("%s: not within %s:\n%s", what, awaitBound, strings.Join(bad, "\n"))
 		}
 	}
 }
