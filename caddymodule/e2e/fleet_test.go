@@ -503,3 +503,30 @@ func TestFleetSingleUseAPIKey(t *testing.T) {
 		}
 	})
 }
+
+func TestFleetSignOutOnStop(t *testing.T) {
+	t.Parallel()
+	for _, on := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sign_out_on_stop=%v", on), func(t *testing.T) {
+			t.Parallel()
+			st := fileStorage(t)
+			var opts []option
+			if on {
+				opts = append(opts, withAuth("sign_out_on_stop on"))
+			}
+			fl := newFleet(t, st, 2, opts...)
+			fl.awaitAll("both hold the fleet's token", valid)
+			// One pod of a rollout stops.
+			fl.members[1].stop()
+			signOuts := fl.owner().sim.Stats().Paths["/api/me/sign-out"]
+			fl.mustServeAll("after the other stopped")
+			logins := fl.owner().sim.TokenRequests("password", "ok")
+			switch {
+			case !on && (signOuts != 0 || logins != 1):
+				t.Fatalf("sign_out_on_stop off (the default with shared_session): %d sign-outs and %d logins, want 0 and 1", signOuts, logins)
+			case on && (signOuts != 1 || logins != 2):
+				t.Fatalf("sign_out_on_stop on: %d sign-outs and %d logins, want 1 (the fleet's session) and 2 (the other proxy logs in again)", signOuts, logins)
+			}
+		})
+	}
+}
