@@ -384,6 +384,10 @@ func TestTokenFileWriteFailureIsRetried(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "token")
 	e := newEnv(t, withAuth("token_file "+path))
 	e.mustOK("/api/me", "first request")
+	// The token file keeps the session logged in, so its first token may
+	// come from the background, and a request can be answered with it
+	// while the file is still being written.
+	e.awaitLog("the token file written", `"msg":"wrote the token file"`)
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
