@@ -25,12 +25,12 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	switch p {
 	case "/api/cloud/admin/identity-providers":
 		if s.allow(w, r, http.MethodGet) {
-			s.listIdentityProviders(w, "admin")
+			s.listIdentityProviders(w, r, "admin")
 		}
 		return
 	case "/api/cloud/provider/identity-providers":
 		if s.allow(w, r, http.MethodGet) {
-			s.listIdentityProviders(w, "provider")
+			s.listIdentityProviders(w, r, "provider")
 		}
 		return
 	}
@@ -45,7 +45,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	case p == "/api/me":
 		rt = &route{http.MethodGet, "my:view", false, s.getMe}
 	case p == "/api/me/sign-out":
-		rt = &route{http.MethodPost, "", false, s.signOut}
+		rt = &route{http.MethodPost, "my:manage", false, s.signOut}
 	case p == "/api/orgs":
 		rt = &route{http.MethodGet, "org:view", false, s.listOrgs}
 	case p == "/api/cloud/orgs":
@@ -59,7 +59,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	case isPublishPath(p):
 		rt = &route{http.MethodPost, "product:stage", false, s.publish}
 	default:
-		writeError(w, http.StatusNotFound, fmt.Sprintf("%s %s is not a valid API path.", r.Method, r.URL.Path))
+		writeError(w, r, http.StatusNotFound, fmt.Sprintf("%s %s is not a valid API path.", r.Method, r.URL.Path))
 		return
 	}
 	if !s.allow(w, r, rt.method) {
@@ -70,11 +70,11 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rt.admin && !strings.HasPrefix(tok.user.Realm, "admin/") {
-		writeError(w, http.StatusForbidden, "This operation needs a Cloud Manager user (realm admin/...).")
+		writeError(w, r, http.StatusForbidden, "This operation needs a Cloud Manager user (realm admin/...).")
 		return
 	}
-	if rt.scope != "" && !slices.Contains(tok.reg.Scopes, rt.scope) {
-		writeError(w, http.StatusForbidden, fmt.Sprintf("The token lacks the scope %s.", rt.scope))
+	if rt.scope != "" && !slices.Contains(tok.scopes, rt.scope) {
+		writeError(w, r, http.StatusForbidden, fmt.Sprintf("The token lacks the scope %s.", rt.scope))
 		return
 	}
 	rt.serve(w, r, tok)
@@ -86,7 +86,7 @@ func (s *Server) allow(w http.ResponseWriter, r *http.Request, method string) bo
 		return true
 	}
 	w.Header().Set("Allow", method)
-	writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s is not allowed on %s", r.Method, r.URL.Path))
+	writeError(w, r, http.StatusMethodNotAllowed, fmt.Sprintf("method %s is not allowed on %s", r.Method, r.URL.Path))
 	return false
 }
 
@@ -95,7 +95,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*accessTo
 	const prefix = "bearer "
 	h := r.Header.Get("Authorization")
 	if len(h) <= len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
-		writeError(w, http.StatusUnauthorized, "Authorization header with a bearer token is required.")
+		writeError(w, r, http.StatusUnauthorized, "Authorization header with a bearer token is required.")
 		return nil, false
 	}
 	raw := strings.TrimSpace(h[len(prefix):])
@@ -104,23 +104,23 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*accessTo
 	if !ok {
 		var c tokenClaims
 		if err := s.signer.verify(raw, &c); err != nil {
-			writeError(w, http.StatusUnauthorized, "Invalid token.")
+			writeError(w, r, http.StatusUnauthorized, "Invalid token.")
 			return nil, false
 		}
 		// Signed here but forgotten: only expired tokens are forgotten.
-		writeError(w, http.StatusUnauthorized, "The token has expired.")
+		writeError(w, r, http.StatusUnauthorized, "The token has expired.")
 		return nil, false
 	}
 	tok := v.(*accessToken)
 	if !now.Before(tok.expires) {
-		writeError(w, http.StatusUnauthorized, "The token has expired.")
+		writeError(w, r, http.StatusUnauthorized, "The token has expired.")
 		return nil, false
 	}
 	s.mu.Lock()
 	revoked := tok.seq <= s.revokedSeq || tok.seq < tok.user.rejectBefore || tok.session.revoked
 	s.mu.Unlock()
 	if revoked {
-		writeError(w, http.StatusUnauthorized, "The token has been revoked.")
+		writeError(w, r, http.StatusUnauthorized, "The token has been revoked.")
 		return nil, false
 	}
 	return tok, true
@@ -134,7 +134,7 @@ func baseURL(r *http.Request) string {
 	return scheme + "://" + r.Host
 }
 
-func (s *Server) listIdentityProviders(w http.ResponseWriter, scope string) {
+func (s *Server) listIdentityProviders(w http.ResponseWriter, r *http.Request, scope string) {
 	type idp struct {
 		Type string `json:"type"`
 		IdentityProvider
@@ -148,7 +148,7 @@ func (s *Server) listIdentityProviders(w http.ResponseWriter, scope string) {
 		}
 	}
 	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{"total_results": len(results), "results": results})
+	reply(w, r, http.StatusOK, map[string]any{"total_results": len(results), "results": results})
 }
 
 func (s *Server) getMe(w http.ResponseWriter, r *http.Request, tok *accessToken) {
@@ -169,10 +169,10 @@ func (s *Server) getMe(w http.ResponseWriter, r *http.Request, tok *accessToken)
 		}
 		me = sel
 	}
-	writeJSON(w, http.StatusOK, me)
+	reply(w, r, http.StatusOK, me)
 }
 
-func (s *Server) signOut(w http.ResponseWriter, _ *http.Request, tok *accessToken) {
+func (s *Server) signOut(w http.ResponseWriter, r *http.Request, tok *accessToken) {
 	s.mu.Lock()
 	tok.session.revoked = true
 	for k, rt := range s.refresh {
@@ -207,7 +207,7 @@ func (s *Server) listOrgs(w http.ResponseWriter, r *http.Request, tok *accessTok
 		}
 	}
 	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{"total_results": len(results), "results": results})
+	reply(w, r, http.StatusOK, map[string]any{"total_results": len(results), "results": results})
 }
 
 func (s *Server) listCloudOrgs(w http.ResponseWriter, r *http.Request, _ *accessToken) {
@@ -217,7 +217,7 @@ func (s *Server) listCloudOrgs(w http.ResponseWriter, r *http.Request, _ *access
 		results = append(results, s.orgJSON(r, o))
 	}
 	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{"total_results": len(results), "results": results})
+	reply(w, r, http.StatusOK, map[string]any{"total_results": len(results), "results": results})
 }
 
 func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request, tok *accessToken) {
@@ -229,14 +229,14 @@ func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request, tok *acces
 	}
 	data, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "could not read the request body")
+		writeError(w, r, http.StatusBadRequest, "could not read the request body")
 		return
 	}
 	if len(bytes.TrimSpace(data)) > 0 {
 		dec := json.NewDecoder(bytes.NewReader(data))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&body); err != nil {
-			writeError(w, http.StatusBadRequest, "invalid API key request: "+err.Error())
+			writeError(w, r, http.StatusBadRequest, "invalid API key request: "+err.Error())
 			return
 		}
 	}
@@ -245,7 +245,7 @@ func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request, tok *acces
 	if body.TTL != nil {
 		if *body.TTL <= 0 {
 			s.mu.Unlock()
-			writeError(w, http.StatusBadRequest, "ttl must be a positive number of seconds")
+			writeError(w, r, http.StatusBadRequest, "ttl must be a positive number of seconds")
 			return
 		}
 		ttl = time.Duration(*body.TTL) * time.Second
@@ -254,7 +254,7 @@ func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request, tok *acces
 	secret := randomSecret(32)
 	s.apiKeys[secret] = key
 	s.mu.Unlock()
-	writeJSON(w, http.StatusCreated, map[string]any{
+	reply(w, r, http.StatusCreated, map[string]any{
 		"type": "api_key", "api_version": "2.0.0", "id": key.id, "api_key": secret,
 		"client_type": body.ClientType, "description": body.Description,
 		"ttl": int64(ttl / time.Second), "multiple_use": body.MultipleUse,
@@ -303,31 +303,31 @@ func (s *Server) listRegistrations(w http.ResponseWriter, r *http.Request, _ *ac
 	for _, reg := range regs {
 		results = append(results, s.registrationJSON(r, reg, maskedSecret))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"total_results": len(results), "results": results})
+	reply(w, r, http.StatusOK, map[string]any{"total_results": len(results), "results": results})
 }
 
 func (s *Server) createRegistration(w http.ResponseWriter, r *http.Request, _ *accessToken) {
 	data, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "could not read the request body")
+		writeError(w, r, http.StatusBadRequest, "could not read the request body")
 		return
 	}
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	switch mt {
 	case "application/json", "application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "":
 	default:
-		writeError(w, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q is not supported; send application/json or application/yaml", mt))
+		writeError(w, r, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q is not supported; send application/json or application/yaml", mt))
 		return
 	}
 	var doc registrationDoc
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&doc); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid registration: "+err.Error())
+		writeError(w, r, http.StatusBadRequest, "invalid registration: "+err.Error())
 		return
 	}
 	if doc.Name == "" {
-		writeError(w, http.StatusBadRequest, "invalid registration: name is required")
+		writeError(w, r, http.StatusBadRequest, "invalid registration: name is required")
 		return
 	}
 	switch doc.State {
@@ -335,7 +335,7 @@ func (s *Server) createRegistration(w http.ResponseWriter, r *http.Request, _ *a
 		doc.State = "enabled"
 	case "enabled", "disabled":
 	default:
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("invalid registration: state must be enabled or disabled, got %q", doc.State))
+		writeError(w, r, http.StatusBadRequest, fmt.Sprintf("invalid registration: state must be enabled or disabled, got %q", doc.State))
 		return
 	}
 	if doc.ClientType == "" {
@@ -358,7 +358,7 @@ func (s *Server) createRegistration(w http.ResponseWriter, r *http.Request, _ *a
 	for _, reg := range s.regs {
 		if reg.Name == doc.Name || reg.ClientID == doc.ClientID {
 			s.mu.Unlock()
-			writeError(w, http.StatusConflict, fmt.Sprintf("A registration with the name %s or the client id already exists.", doc.Name))
+			writeError(w, r, http.StatusConflict, fmt.Sprintf("A registration with the name %s or the client id already exists.", doc.Name))
 			return
 		}
 	}
@@ -369,7 +369,7 @@ func (s *Server) createRegistration(w http.ResponseWriter, r *http.Request, _ *a
 	}
 	s.regs[reg.ClientID] = reg
 	s.mu.Unlock()
-	writeJSON(w, http.StatusCreated, s.registrationJSON(r, reg, shown))
+	reply(w, r, http.StatusCreated, s.registrationJSON(r, reg, shown))
 }
 
 // isPublishPath matches /api/catalogs/{org}/{catalog}/publish.
@@ -384,7 +384,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, _ *accessToken)
 	parts := strings.Split(strings.TrimSuffix(r.URL.Path, "/"), "/")
 	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
-		writeError(w, http.StatusBadRequest, "publish takes multipart/form-data with a boundary")
+		writeError(w, r, http.StatusBadRequest, "publish takes multipart/form-data with a boundary")
 		return
 	}
 	h := sha256.New()
@@ -398,21 +398,21 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, _ *accessToken)
 			break
 		}
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "malformed multipart body: "+err.Error())
+			writeError(w, r, http.StatusBadRequest, "malformed multipart body: "+err.Error())
 			return
 		}
 		names = append(names, part.FormName())
 		if _, err := io.Copy(io.Discard, part); err != nil {
-			writeError(w, http.StatusBadRequest, "malformed multipart body: "+err.Error())
+			writeError(w, r, http.StatusBadRequest, "malformed multipart body: "+err.Error())
 			return
 		}
 	}
 	// Count the epilogue too, so the hash covers the body byte for byte.
 	if _, err := io.Copy(io.Discard, tee); err != nil {
-		writeError(w, http.StatusBadRequest, "reading body: "+err.Error())
+		writeError(w, r, http.StatusBadRequest, "reading body: "+err.Error())
 		return
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{
+	reply(w, r, http.StatusCreated, map[string]any{
 		"type": "publish", "org": parts[3], "catalog": parts[4], "state": "published",
 		"parts": names, "received_bytes": counter.n, "sha256": hex.EncodeToString(h.Sum(nil)),
 	})

@@ -282,9 +282,9 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
 	route := r.Method + " " + r.URL.Path
 	switch route {
 	case "GET /_sim/stats":
-		writeJSON(w, http.StatusOK, s.Stats())
+		reply(w, r, http.StatusOK, s.Stats())
 	case "GET /_sim/token-requests":
-		writeJSON(w, http.StatusOK, s.RecentTokenRequests())
+		reply(w, r, http.StatusOK, s.RecentTokenRequests())
 	case "POST /_sim/reset":
 		s.ResetStats()
 		s.ClearFaults()
@@ -300,7 +300,7 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
 		if body.Username == "" {
 			s.RevokeAll()
 		} else if !s.RevokeUser(body.Realm, body.Username) {
-			writeError(w, http.StatusNotFound, fmt.Sprintf("no user %q in realm %q", body.Username, body.Realm))
+			writeError(w, r, http.StatusNotFound, fmt.Sprintf("no user %q in realm %q", body.Username, body.Realm))
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
@@ -324,7 +324,7 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
 		if body.Hang != "" {
 			d, err := time.ParseDuration(body.Hang)
 			if err != nil {
-				writeError(w, http.StatusBadRequest, "hang: "+err.Error())
+				writeError(w, r, http.StatusBadRequest, "hang: "+err.Error())
 				return
 			}
 			f.Hang = d
@@ -342,7 +342,7 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if !strings.HasPrefix(body.Path, "/") {
-			writeError(w, http.StatusBadRequest, "path: want a path such as /api/orgs")
+			writeError(w, r, http.StatusBadRequest, "path: want a path such as /api/orgs")
 			return
 		}
 		s.RefusePath(body.Path)
@@ -360,13 +360,13 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
 		}
 		d, err := parseDuration(body.Duration)
 		if err != nil && body.Attempts > 0 {
-			writeError(w, http.StatusBadRequest, "duration: "+err.Error())
+			writeError(w, r, http.StatusBadRequest, "duration: "+err.Error())
 			return
 		}
 		s.SetLockout(body.Attempts, d)
 		w.WriteHeader(http.StatusNoContent)
 	case "GET /_sim/clock":
-		writeJSON(w, http.StatusOK, map[string]string{"now": s.now().Format(time.RFC3339Nano)})
+		reply(w, r, http.StatusOK, map[string]string{"now": s.now().Format(time.RFC3339Nano)})
 	case "POST /_sim/clock":
 		var body struct {
 			Advance string `json:"advance"`
@@ -376,11 +376,11 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
 		}
 		d, err := time.ParseDuration(body.Advance)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "advance: "+err.Error())
+			writeError(w, r, http.StatusBadRequest, "advance: "+err.Error())
 			return
 		}
 		s.Advance(d)
-		writeJSON(w, http.StatusOK, map[string]string{"now": s.now().Format(time.RFC3339Nano)})
+		reply(w, r, http.StatusOK, map[string]string{"now": s.now().Format(time.RFC3339Nano)})
 	case "POST /_sim/settings":
 		var body struct {
 			TokenTTL      string `json:"token_ttl"`
@@ -401,7 +401,7 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
 			}
 			v, err := parseDuration(d.val)
 			if err != nil || v <= 0 {
-				writeError(w, http.StatusBadRequest, d.name+": want a positive duration")
+				writeError(w, r, http.StatusBadRequest, d.name+": want a positive duration")
 				return
 			}
 			*d.dst = &v
@@ -409,7 +409,7 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
 		s.UpdateSettings(st)
 		w.WriteHeader(http.StatusNoContent)
 	default:
-		writeError(w, http.StatusNotFound, "no simulator control "+route)
+		writeError(w, r, http.StatusNotFound, "no simulator control "+route)
 	}
 }
 
@@ -417,14 +417,14 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
 func decodeControl(w http.ResponseWriter, r *http.Request, dst any) bool {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "reading body: "+err.Error())
+		writeError(w, r, http.StatusBadRequest, "reading body: "+err.Error())
 		return false
 	}
 	if len(body) == 0 {
 		return true
 	}
 	if err := json.Unmarshal(body, dst); err != nil {
-		writeError(w, http.StatusBadRequest, "body: "+err.Error())
+		writeError(w, r, http.StatusBadRequest, "body: "+err.Error())
 		return false
 	}
 	return true

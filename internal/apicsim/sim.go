@@ -15,8 +15,7 @@
 package apicsim
 
 import (
-	"encoding/json"
-	"net/http"
+		"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -73,6 +72,7 @@ type refreshState struct {
 	user    *userState
 	reg     *regState
 	session *session
+	scopes  []string
 	expires time.Time
 	used    bool
 }
@@ -94,6 +94,7 @@ type accessToken struct {
 	issued  time.Time
 	expires time.Time
 	grant   string
+	scopes  []string // the registration's, or fewer when the request asked
 }
 
 // New returns a Server for cfg. Zero settings take their defaults (see
@@ -188,7 +189,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	rec := &statusRecorder{ResponseWriter: w}
 	if refused {
-		writeError(rec, http.StatusUnauthorized, "Not authorized for this resource.")
+		writeError(rec, r, http.StatusUnauthorized, "Not authorized for this resource.")
 	} else {
 		s.serveAPI(rec, r)
 	}
@@ -221,27 +222,3 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 }
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
-
-// apiError is API Connect's error body: status, message (always an array)
-// and optional errors.
-type apiError struct {
-	Status  int      `json:"status"`
-	Message []string `json:"message"`
-	Errors  []string `json:"errors,omitempty"`
-}
-
-// writeError answers with API Connect's error shape.
-func writeError(w http.ResponseWriter, status int, msg ...string) {
-	writeJSON(w, status, apiError{Status: status, Message: msg})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
-		status = http.StatusInternalServerError
-		body = []byte(`{"status":500,"message":["could not encode response"]}`)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
-}

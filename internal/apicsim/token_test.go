@@ -1,6 +1,7 @@
 package apicsim_test
 
 import (
+	"fmt"
 	"maps"
 	"net/http"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
+	"go.yaml.in/yaml/v3"
 )
 
 func TestPasswordGrant(t *testing.T) {
@@ -183,7 +185,10 @@ func TestTokenRequestErrors(t *testing.T) {
 		{"number field", `{"grant_type":"password","username":7}`, jsonCT, 400, "username must be a string", "password", apicsim.OutcomeBadRequest},
 		{"number grant_type", `{"grant_type":5}`, jsonCT, 400, "grant_type must be a string", "unknown", apicsim.OutcomeBadRequest},
 		{"empty grant_type", string(jsonOf(with(dev, "grant_type", ""))), jsonCT, 400, "grant_type is required", "unknown", apicsim.OutcomeBadRequest},
-		{"unknown field", string(jsonOf(with(dev, "scope", "openid"))), jsonCT, 400, "unknown properties are not allowed: scope", "password", apicsim.OutcomeBadRequest},
+		{"unknown field", string(jsonOf(with(dev, "nonce", "n-1"))), jsonCT, 400, "unknown properties are not allowed: nonce", "password", apicsim.OutcomeBadRequest},
+		{"scope the registration lacks", string(jsonOf(with(dev, "scope", "my:view openid"))), jsonCT, 400, "scope openid is not granted", "password", apicsim.OutcomeBadRequest},
+		{"empty scope", string(jsonOf(with(dev, "scope", " "))), jsonCT, 400, "scope must name at least one scope", "password", apicsim.OutcomeBadRequest},
+		{"YAML list", "- password\n", "application/yaml", 400, "not a YAML object", "unknown", apicsim.OutcomeBadRequest},
 		{"missing grant_type", string(jsonOf(with(dev, "grant_type", "<delete>"))), jsonCT, 400, "grant_type is required", "unknown", apicsim.OutcomeBadRequest},
 		{"password grant missing password and realm", string(jsonOf(with(dev, "password", "<delete>", "realm", "<delete>"))), jsonCT, 400, "missing required properties: password, realm", "password", apicsim.OutcomeBadRequest},
 		{"api_key grant missing api_key", `{"grant_type":"api_key","client_id":"clientID","client_secret":"clientPassword"}`, jsonCT, 400, "missing required properties: api_key", "api_key", apicsim.OutcomeBadRequest},
@@ -428,5 +433,60 @@ func TestRecentTokenRequestsHideValues(t *testing.T) {
 		if strings.Contains(string(r.Body), secret) {
 			t.Errorf("/_sim/token-requests shows the value %q: %s", secret, r.Body)
 		}
+	}
+}
+
+func TestTokenScopeNarrowsTheToken(t *testing.T) {
+	s := start(t)
+	m := loginResp(t, s.URL, with(devGrant(), "scope", "my:view product:view my:view"))
+	_, claims := decodeJWT(t, m["access_token"].(string))
+	if got := fmt.Sprint(claims["scopes"]); got != "[my:view product:view]" {
+		t.Errorf("scopes %s, want [my:view product:view]", got)
+	}
+	tok := m["access_token"].(string)
+	wantStatus(t, get(t, s.URL+"/api/me", tok), http.StatusOK)
+	r := call(t, http.MethodPost, s.URL+"/api/me/sign-out", tok, nil)
+	wantError(t, r, http.StatusForbidden, "my:manage")
+
+	t.Run("a refreshed token keeps the narrower scopes", func(t *testing.T) {
+		s := start(t, func(c *apicsim.Config) { c.RefreshTokens = true })
+		m := loginResp(t, s.URL, with(devGrant(), "scope", "my:view"))
+		m2 := loginResp(t, s.URL, refreshGrant(m["refresh_token"].(string)))
+		_, claims := decodeJWT(t, m2["access_token"].(string))
+		if got := fmt.Sprint(claims["scopes"]); got != "[my:view]" {
+			t.Errorf("refreshed scopes %s, want [my:view]", got)
+		}
+		r := tokenReq(t, s.URL, with(refreshGrant(m2["refresh_token"].(string)), "scope", "my:manage"))
+		wantError(t, r, http.StatusBadRequest, "scope my:manage is not granted")
+		// A refused narrowing does not spend the refresh token.
+		loginResp(t, s.URL, refreshGrant(m2["refresh_token"].(string)))
+	})
+}
+
+func TestTokenRequestInYAML(t *testing.T) {
+	s := start(t)
+	body := "grant_type: password\nusername: developer\npassword: Passw0rd!\nrealm: provider/default-idp-2\nclient_id: clientID\nclient_secret: clientPassword\n"
+	r := send(t, nil, http.MethodPost, s.URL+"/api/token", []byte(body), "Content-Type", "application/yaml", "Accept", "application/yaml")
+	wantStatus(t, r, http.StatusOK)
+	if ct := r.Header.Get("Content-Type"); ct != "application/yaml" {
+		t.Fatalf("Content-Type %q, want application/yaml", ct)
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal(r.Body, &m); err != nil {
+		t.Fatalf("answer is not YAML: %v\n%s", err, r.Body)
+	}
+	if m["token_type"] != "Bearer" || m["expires_in"] != 28800 || m["access_token"] == "" {
+		t.Errorf("answer %v", m)
+	}
+	r = send(t, nil, http.MethodPost, s.URL+"/api/token", []byte("grant_type: password\n"), "Content-Type", "application/yaml", "Accept", "application/yaml")
+	if r.Status != http.StatusBadRequest || r.Header.Get("Content-Type") != "application/yaml" {
+		t.Fatalf("error %d %q, want 400 in YAML: %s", r.Status, r.Header.Get("Content-Type"), r.Body)
+	}
+	var e struct {
+		Status  int      `yaml:"status"`
+		Message []string `yaml:"message"`
+	}
+	if err := yaml.Unmarshal(r.Body, &e); err != nil || e.Status != 400 || len(e.Message) != 1 || !strings.Contains(e.Message[0], "missing required properties") {
+		t.Errorf("error %+v (%v): %s", e, err, r.Body)
 	}
 }
