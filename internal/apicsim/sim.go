@@ -15,7 +15,7 @@
 package apicsim
 
 import (
-		"net/http"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
