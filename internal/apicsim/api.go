@@ -1,94 +1,15 @@
 package apicsim
 
 import (
-	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"mime"
-	"mime/multipart"
 	"net/http"
 	"slices"
 	"sort"
 	"strings"
 	"time"
-
-	"go.yaml.in/yaml/v3"
 )
 
-// serveAPI answers every /api call but /api/token.
-func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
-	p := strings.TrimSuffix(r.URL.Path, "/")
-	switch p {
-	case "/api/cloud/admin/identity-providers":
-		if s.allow(w, r, http.MethodGet) {
-			s.listIdentityProviders(w, r, "admin")
-		}
-		return
-	case "/api/cloud/provider/identity-providers":
-		if s.allow(w, r, http.MethodGet) {
-			s.listIdentityProviders(w, r, "provider")
-		}
-		return
-	}
-	type route struct {
-		method string
-		scope  string
-		admin  bool
-		serve  func(http.ResponseWriter, *http.Request, *accessToken)
-	}
-	var rt *route
-	switch {
-	case p == "/api/me":
-		rt = &route{http.MethodGet, "my:view", false, s.getMe}
-	case p == "/api/me/sign-out":
-		rt = &route{http.MethodPost, "my:manage", false, s.signOut}
-	case p == "/api/orgs":
-		rt = &route{http.MethodGet, "org:view", false, s.listOrgs}
-	case p == "/api/cloud/orgs":
-		rt = &route{http.MethodGet, "cloud:view", true, s.listCloudOrgs}
-	case p == "/api/cloud/api-keys":
-		rt = &route{http.MethodPost, "my:manage", false, s.createAPIKey}
-	case p == "/api/cloud/registrations" && r.Method == http.MethodPost:
-		rt = &route{http.MethodPost, "cloud:manage", true, s.createRegistration}
-	case p == "/api/cloud/registrations":
-		rt = &route{http.MethodGet, "cloud:view", true, s.listRegistrations}
-	case isPublishPath(p):
-		rt = &route{http.MethodPost, "product:stage", false, s.publish}
-	default:
-		writeError(w, r, http.StatusNotFound, fmt.Sprintf("%s %s is not a valid API path.", r.Method, r.URL.Path))
-		return
-	}
-	if !s.allow(w, r, rt.method) {
-		return
-	}
-	tok, ok := s.authenticate(w, r)
-	if !ok {
-		return
-	}
-	if rt.admin && !strings.HasPrefix(tok.user.Realm, "admin/") {
-		writeError(w, r, http.StatusForbidden, "This operation needs a Cloud Manager user (realm admin/...).")
-		return
-	}
-	if rt.scope != "" && !slices.Contains(tok.scopes, rt.scope) {
-		writeError(w, r, http.StatusForbidden, fmt.Sprintf("The token lacks the scope %s.", rt.scope))
-		return
-	}
-	rt.serve(w, r, tok)
-}
-
-// allow answers 405 unless the request has the method.
-func (s *Server) allow(w http.ResponseWriter, r *http.Request, method string) bool {
-	if r.Method == method {
-		return true
-	}
-	w.Header().Set("Allow", method)
-	writeError(w, r, http.StatusMethodNotAllowed, fmt.Sprintf("method %s is not allowed on %s", r.Method, r.URL.Path))
-	return false
-}
+const apiVersion = "2.0.0"
 
 // authenticate checks the bearer token: signature, expiry, revocation.
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*accessToken, bool) {
@@ -126,57 +47,169 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*accessTo
 	return tok, true
 }
 
+// baseURL is the scheme and host the request came to, which every url
+// field starts with, so that urls resolve on this server.
 func baseURL(r *http.Request) string {
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	return scheme + "://" + r.Host
+	return scheme + "://" + r.Host + "/api"
 }
 
-func (s *Server) listIdentityProviders(w http.ResponseWriter, r *http.Request, scope string) {
-	type idp struct {
-		Type string `json:"type"`
-		IdentityProvider
-		RealmS string `json:"realm"`
-	}
-	s.mu.Lock()
-	results := []idp{}
-	for _, p := range s.cfg.IdentityProviders {
-		if p.Scope == scope {
-			results = append(results, idp{Type: "configured_identity_provider", IdentityProvider: p, RealmS: p.Realm()})
-		}
-	}
-	s.mu.Unlock()
-	reply(w, r, http.StatusOK, map[string]any{"total_results": len(results), "results": results})
+// timestamp formats t as the API's date-time fields do.
+func timestamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// identityProviderView is IdentityProvider in a list, as the document
+// declares it.
+type identityProviderView struct {
+	Name         string `json:"name"`
+	Title        string `json:"title"`
+	Default      bool   `json:"default"`
+	RegistryType string `json:"registry_type"`
+	UserManaged  bool   `json:"user_managed"`
+	Realm        string `json:"realm"`
 }
 
-func (s *Server) getMe(w http.ResponseWriter, r *http.Request, tok *accessToken) {
-	u := tok.user
-	idp := u.Realm[strings.IndexByte(u.Realm, '/')+1:]
-	me := map[string]any{
-		"type": "me", "api_version": "2.0.0", "id": u.id, "name": u.Username,
-		"title": u.Username, "state": "enabled", "identity_provider": idp,
-		"username": u.Username, "email": u.Email, "first_name": u.FirstName,
-		"last_name": u.LastName, "realm": u.Realm, "url": baseURL(r) + "/api/me",
-	}
-	if f := r.URL.Query().Get("fields"); f != "" {
-		sel := make(map[string]any)
-		for _, k := range strings.Split(f, ",") {
-			if v, ok := me[strings.TrimSpace(k)]; ok {
-				sel[strings.TrimSpace(k)] = v
+func (s *Server) listIdentityProviders(scope string) func(http.ResponseWriter, *http.Request, *call) {
+	return func(w http.ResponseWriter, r *http.Request, _ *call) {
+		s.mu.Lock()
+		var results []identityProviderView
+		for _, p := range s.cfg.IdentityProviders {
+			if p.Scope == scope {
+				results = append(results, identityProviderView{Name: p.Name, Title: p.Title, Default: p.Default, RegistryType: p.RegistryType, UserManaged: p.UserManaged, Realm: p.Realm()})
 			}
 		}
-		me = sel
+		s.mu.Unlock()
+		replyList(w, r, results)
 	}
-	reply(w, r, http.StatusOK, me)
 }
 
-func (s *Server) signOut(w http.ResponseWriter, r *http.Request, tok *accessToken) {
+// meView is the Me schema: the caller's profile (no id, title or realm).
+type meView struct {
+	Type                string            `json:"type"`
+	APIVersion          string            `json:"api_version"`
+	Name                string            `json:"name"`
+	Username            string            `json:"username"`
+	Email               string            `json:"email,omitempty"`
+	FirstName           string            `json:"first_name,omitempty"`
+	LastName            string            `json:"last_name,omitempty"`
+	State               string            `json:"state"`
+	IdentityProvider    string            `json:"identity_provider"`
+	ForcePasswordChange bool              `json:"force_password_change"`
+	LastLoginAt         string            `json:"last_login_at,omitempty"`
+	Metadata            map[string]string `json:"metadata,omitempty"`
+	URL                 string            `json:"url"`
+}
+
+// meView is called with s.mu held.
+func (s *Server) meView(r *http.Request, u *userState) meView {
+	v := meView{
+		Type: "me", APIVersion: apiVersion, Name: u.Username, Username: u.Username,
+		Email: u.Email, FirstName: u.FirstName, LastName: u.LastName, State: "enabled",
+		IdentityProvider: u.Realm[strings.IndexByte(u.Realm, '/')+1:], Metadata: u.metadata,
+		URL: baseURL(r) + "/me",
+	}
+	if !u.lastLogin.IsZero() {
+		v.LastLoginAt = timestamp(u.lastLogin)
+	}
+	return v
+}
+
+func (s *Server) getMe(w http.ResponseWriter, r *http.Request, c *call) {
 	s.mu.Lock()
-	tok.session.revoked = true
+	v := s.meView(r, c.tok.user)
+	s.mu.Unlock()
+	replyOne(w, r, http.StatusOK, v)
+}
+
+// meUpdate is PUT /me's body: the Me schema. The profile fields change;
+// the read-only ones are ignored; the others must keep their value.
+type meUpdate struct {
+	Type                *string           `json:"type"`
+	APIVersion          *string           `json:"api_version"`
+	Name                *string           `json:"name"`
+	URL                 *string           `json:"url"`
+	Email               *string           `json:"email"`
+	FirstName           *string           `json:"first_name"`
+	LastName            *string           `json:"last_name"`
+	Metadata            map[string]string `json:"metadata"`
+	Username            *string           `json:"username"`
+	State               *string           `json:"state"`
+	IdentityProvider    *string           `json:"identity_provider"`
+	ForcePasswordChange *bool             `json:"force_password_change"`
+	LastLoginAt         *string           `json:"last_login_at"`
+	Photo               *string           `json:"photo"`
+	Studio              map[string]any    `json:"studio"`
+}
+
+func (s *Server) updateMe(w http.ResponseWriter, r *http.Request, c *call) {
+	var body meUpdate
+	if e := s.readBody(r, &body); e != nil {
+		writeError(w, r, e.status, e.msg)
+		return
+	}
+	if e := checkEnum("state", deref(body.State), "enabled", "disabled"); e != nil {
+		writeError(w, r, e.status, e.msg)
+		return
+	}
+	s.mu.Lock()
+	u := c.tok.user
+	cur := s.meView(r, u)
+	for _, f := range []struct {
+		name      string
+		got, have string
+	}{
+		{"username", deref(body.Username), cur.Username},
+		{"state", deref(body.State), cur.State},
+		{"identity_provider", deref(body.IdentityProvider), cur.IdentityProvider},
+	} {
+		if f.got != "" && f.got != f.have {
+			s.mu.Unlock()
+			writeError(w, r, http.StatusBadRequest, fmt.Sprintf("property %s cannot be changed with PUT /me (it is %q)", f.name, f.have))
+			return
+		}
+	}
+	if body.Email != nil {
+		u.Email = *body.Email
+	}
+	if body.FirstName != nil {
+		u.FirstName = *body.FirstName
+	}
+	if body.LastName != nil {
+		u.LastName = *body.LastName
+	}
+	if body.Metadata != nil {
+		u.metadata = body.Metadata
+	}
+	v := s.meView(r, u)
+	s.mu.Unlock()
+	replyOne(w, r, http.StatusOK, v)
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+// readBody decodes a JSON or YAML request body into dst, refusing
+// undeclared properties.
+func (s *Server) readBody(r *http.Request, dst any) *requestError {
+	doc, e := readDoc(r, 4<<20, true)
+	if e != nil {
+		return e
+	}
+	return decodeDoc(doc, dst)
+}
+
+func (s *Server) signOut(w http.ResponseWriter, _ *http.Request, c *call) {
+	s.mu.Lock()
+	c.tok.session.revoked = true
 	for k, rt := range s.refresh {
-		if rt.session == tok.session {
+		if rt.session == c.tok.session {
 			delete(s.refresh, k)
 		}
 	}
@@ -184,243 +217,437 @@ func (s *Server) signOut(w http.ResponseWriter, r *http.Request, tok *accessToke
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s *Server) orgJSON(r *http.Request, o Org) map[string]any {
-	t := o.OrgType
-	if t == "" {
-		t = "provider"
-	}
-	return map[string]any{
-		"type": "org", "api_version": "2.0.0", "id": o.Name, "name": o.Name, "title": o.Title,
-		"state": "enabled", "org_type": t, "url": baseURL(r) + "/api/orgs/" + o.Name,
+// apiKeyView is the APIKey schema. The secret is shown once, on creation.
+type apiKeyView struct {
+	Type        string            `json:"type"`
+	APIVersion  string            `json:"api_version"`
+	ID          string            `json:"id"`
+	Name        string            `json:"name"`
+	Title       string            `json:"title,omitempty"`
+	Summary     string            `json:"summary,omitempty"`
+	APIKey      string            `json:"api_key,omitempty"`
+	ClientType  string            `json:"client_type"`
+	MultipleUse bool              `json:"multiple_use"`
+	TTL         int64             `json:"ttl"`
+	Realm       string            `json:"realm"`
+	Metadata    map[string]string `json:"metadata,omitempty"`
+	ExpiresAt   string            `json:"expires_at"`
+	CreatedAt   string            `json:"created_at"`
+	UpdatedAt   string            `json:"updated_at"`
+	URL         string            `json:"url"`
+}
+
+func (k *apiKeyState) view(r *http.Request, secret string) apiKeyView {
+	return apiKeyView{
+		Type: "api_key", APIVersion: apiVersion, ID: k.id, Name: k.name, Title: k.title, Summary: k.summary,
+		APIKey: secret, ClientType: k.clientType, MultipleUse: k.multipleUse, TTL: int64(k.ttl / time.Second),
+		Realm: k.user.Realm, Metadata: k.metadata, ExpiresAt: timestamp(k.expires),
+		CreatedAt: timestamp(k.created), UpdatedAt: timestamp(k.created), URL: baseURL(r) + "/cloud/api-keys/" + k.id,
 	}
 }
 
-func (s *Server) listOrgs(w http.ResponseWriter, r *http.Request, tok *accessToken) {
-	s.mu.Lock()
-	results := []map[string]any{}
-	for _, o := range s.cfg.Orgs {
-		isAdminOrg := o.OrgType == "admin"
-		adminUser := strings.HasPrefix(tok.user.Realm, "admin/")
-		member := o.Owner == tok.user.Username || slices.Contains(o.Members, tok.user.Username)
-		if (isAdminOrg && adminUser) || (!isAdminOrg && !adminUser && member) {
-			results = append(results, s.orgJSON(r, o))
-		}
-	}
-	s.mu.Unlock()
-	reply(w, r, http.StatusOK, map[string]any{"total_results": len(results), "results": results})
+// apiKeyCreate is POST /api/cloud/api-keys's body: the APIKey schema, and
+// description, which the operation requires though the schema does not
+// declare it.
+type apiKeyCreate struct {
+	ClientType  string            `json:"client_type"`
+	Description string            `json:"description"`
+	Name        string            `json:"name"`
+	Title       string            `json:"title"`
+	Summary     string            `json:"summary"`
+	TTL         *int64            `json:"ttl"`
+	MultipleUse bool              `json:"multiple_use"`
+	Metadata    map[string]string `json:"metadata"`
+	Realm       string            `json:"realm"`
+	ExpiresAt   string            `json:"expires_at"`
+	IDToken     string            `json:"id_token"`
+	TokenExp    *int64            `json:"token_exp"`
+	TokenIat    *int64            `json:"token_iat"`
+	TokenJTI    string            `json:"token_jti"`
+	UserURL     string            `json:"user_url"`
+	APIKey      string            `json:"api_key"`
+	// Read-only, ignored.
+	Type       string `json:"type"`
+	APIVersion string `json:"api_version"`
+	ID         string `json:"id"`
+	CreatedAt  string `json:"created_at"`
+	UpdatedAt  string `json:"updated_at"`
+	URL        string `json:"url"`
 }
 
-func (s *Server) listCloudOrgs(w http.ResponseWriter, r *http.Request, _ *accessToken) {
-	s.mu.Lock()
-	results := []map[string]any{}
-	for _, o := range s.cfg.Orgs {
-		results = append(results, s.orgJSON(r, o))
+func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request, c *call) {
+	doc, e := readDoc(r, 64<<10, true)
+	if e == nil {
+		e = requireProps(doc, "client_type", "description")
 	}
-	s.mu.Unlock()
-	reply(w, r, http.StatusOK, map[string]any{"total_results": len(results), "results": results})
-}
-
-func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request, tok *accessToken) {
-	var body struct {
-		ClientType  string `json:"client_type"`
-		Description string `json:"description"`
-		TTL         *int64 `json:"ttl"`
-		MultipleUse bool   `json:"multiple_use"`
+	var body apiKeyCreate
+	if e == nil {
+		e = decodeDoc(doc, &body)
 	}
-	data, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
-	if err != nil {
-		writeError(w, r, http.StatusBadRequest, "could not read the request body")
+	if e == nil {
+		e = checkEnum("client_type", body.ClientType, "toolkit", "atm", "ai")
+	}
+	if e == nil && body.TTL != nil && *body.TTL <= 0 {
+		e = badRequest("property ttl must be a positive number of seconds, got %d", *body.TTL)
+	}
+	if e == nil && body.APIKey != "" {
+		e = badRequest("property api_key is made by the server and cannot be given")
+	}
+	if e != nil {
+		writeError(w, r, e.status, e.msg)
 		return
 	}
-	if len(bytes.TrimSpace(data)) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(data))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&body); err != nil {
-			writeError(w, r, http.StatusBadRequest, "invalid API key request: "+err.Error())
-			return
-		}
-	}
 	s.mu.Lock()
+	now := s.now()
 	ttl := s.cfg.APIKeyTTL
 	if body.TTL != nil {
-		if *body.TTL <= 0 {
-			s.mu.Unlock()
-			writeError(w, r, http.StatusBadRequest, "ttl must be a positive number of seconds")
-			return
-		}
 		ttl = time.Duration(*body.TTL) * time.Second
 	}
-	key := &apiKeyState{id: randomID(), user: tok.user, expires: s.now().Add(ttl), multipleUse: body.MultipleUse}
+	key := &apiKeyState{
+		id: randomID(), user: c.tok.user, created: now, expires: now.Add(ttl), ttl: ttl, multipleUse: body.MultipleUse,
+		clientType: body.ClientType, name: body.Name, title: body.Title, summary: body.Summary, metadata: body.Metadata,
+	}
+	if key.summary == "" {
+		key.summary = body.Description
+	}
+	if key.name == "" {
+		key.name = "api-key-" + key.id[:8]
+	}
 	secret := randomSecret(32)
 	s.apiKeys[secret] = key
+	v := key.view(r, secret)
 	s.mu.Unlock()
-	reply(w, r, http.StatusCreated, map[string]any{
-		"type": "api_key", "api_version": "2.0.0", "id": key.id, "api_key": secret,
-		"client_type": body.ClientType, "description": body.Description,
-		"ttl": int64(ttl / time.Second), "multiple_use": body.MultipleUse,
-		"url": baseURL(r) + "/api/cloud/api-keys/" + key.id,
-	})
+	reply(w, r, http.StatusCreated, v)
 }
 
-// registrationDoc is the document POST /api/cloud/registrations takes, in
-// YAML or JSON, as `apic registrations:create` sends it.
-type registrationDoc struct {
-	Type         string   `yaml:"type"`
-	APIVersion   string   `yaml:"api_version"`
-	ID           string   `yaml:"id"`
-	URL          string   `yaml:"url"`
-	Name         string   `yaml:"name"`
-	Title        string   `yaml:"title"`
-	Summary      string   `yaml:"summary"`
-	State        string   `yaml:"state"`
-	ClientType   string   `yaml:"client_type"`
-	ClientID     string   `yaml:"client_id"`
-	ClientSecret string   `yaml:"client_secret"`
-	Scopes       []string `yaml:"scopes"`
-}
-
-func (s *Server) registrationJSON(r *http.Request, reg *regState, secret string) map[string]any {
-	return map[string]any{
-		"type": "registration", "api_version": "2.0.0", "id": reg.id, "name": reg.Name,
-		"title": reg.Title, "summary": reg.Summary, "state": reg.State,
-		"client_type": reg.ClientType, "client_id": reg.ClientID, "client_secret": secret,
-		"scopes": reg.Scopes, "created_at": reg.created.UTC().Format(time.RFC3339),
-		"url": baseURL(r) + "/api/cloud/registrations/" + reg.id,
+// userAPIKeys returns the caller's live API keys, oldest first. Called
+// with s.mu held.
+func (s *Server) userAPIKeys(u *userState) []*apiKeyState {
+	now := s.now()
+	var keys []*apiKeyState
+	for _, k := range s.apiKeys {
+		if k.user == u && now.Before(k.expires) && !(k.used && !k.multipleUse) {
+			keys = append(keys, k)
+		}
 	}
+	sort.Slice(keys, func(i, j int) bool {
+		if !keys[i].created.Equal(keys[j].created) {
+			return keys[i].created.Before(keys[j].created)
+		}
+		return keys[i].id < keys[j].id
+	})
+	return keys
+}
+
+func (s *Server) listAPIKeys(w http.ResponseWriter, r *http.Request, c *call) {
+	s.mu.Lock()
+	var views []apiKeyView
+	for _, k := range s.userAPIKeys(c.tok.user) {
+		views = append(views, k.view(r, ""))
+	}
+	s.mu.Unlock()
+	replyList(w, r, views)
+}
+
+// findAPIKey finds one of the caller's keys by id or name and returns its
+// secret too. Called with s.mu held.
+func (s *Server) findAPIKey(u *userState, ref string) (*apiKeyState, string) {
+	for _, k := range s.userAPIKeys(u) {
+		if k.id == ref || k.name == ref {
+			for secret, k2 := range s.apiKeys {
+				if k2 == k {
+					return k, secret
+				}
+			}
+		}
+	}
+	return nil, ""
+}
+
+func (s *Server) getAPIKey(w http.ResponseWriter, r *http.Request, c *call) {
+	s.mu.Lock()
+	k, _ := s.findAPIKey(c.tok.user, c.params["key"])
+	var v apiKeyView
+	if k != nil {
+		v = k.view(r, "")
+	}
+	s.mu.Unlock()
+	if k == nil {
+		writeError(w, r, http.StatusNotFound, fmt.Sprintf("API key %s not found.", c.params["key"]))
+		return
+	}
+	replyOne(w, r, http.StatusOK, v)
+}
+
+func (s *Server) deleteAPIKey(w http.ResponseWriter, r *http.Request, c *call) {
+	s.mu.Lock()
+	k, secret := s.findAPIKey(c.tok.user, c.params["key"])
+	var v apiKeyView
+	if k != nil {
+		delete(s.apiKeys, secret)
+		v = k.view(r, "")
+	}
+	s.mu.Unlock()
+	if k == nil {
+		writeError(w, r, http.StatusNotFound, fmt.Sprintf("API key %s not found.", c.params["key"]))
+		return
+	}
+	reply(w, r, http.StatusOK, v)
+}
+
+// registrationClientTypes are the document's values of client_type.
+var registrationClientTypes = []string{
+	"ui", "toolkit", "consumer_ui", "consumer_toolkit", "juhu", "designer", "atm", "ai", "gateway",
+	"wm_api_gateway_proxy", "portal", "dev_portal", "ibm_cloud", "compliance", "discovery", "analytics",
+	"transition_helper", "analytics_proxy",
+}
+
+// registrationView is the Registration schema.
+type registrationView struct {
+	Type         string            `json:"type"`
+	APIVersion   string            `json:"api_version"`
+	ID           string            `json:"id"`
+	Name         string            `json:"name"`
+	Title        string            `json:"title,omitempty"`
+	Summary      string            `json:"summary,omitempty"`
+	State        string            `json:"state"`
+	ClientType   string            `json:"client_type"`
+	ClientID     string            `json:"client_id"`
+	ClientSecret string            `json:"client_secret"`
+	Scopes       []string          `json:"scopes"`
+	Metadata     map[string]string `json:"metadata,omitempty"`
+	CreatedAt    string            `json:"created_at"`
+	UpdatedAt    string            `json:"updated_at"`
+	URL          string            `json:"url"`
 }
 
 const maskedSecret = "********"
 
-func (s *Server) listRegistrations(w http.ResponseWriter, r *http.Request, _ *accessToken) {
-	s.mu.Lock()
+func (reg *regState) view(r *http.Request, secret string) registrationView {
+	return registrationView{
+		Type: "registration", APIVersion: apiVersion, ID: reg.id, Name: reg.Name, Title: reg.Title,
+		Summary: reg.Summary, State: reg.State, ClientType: reg.ClientType, ClientID: reg.ClientID,
+		ClientSecret: secret, Scopes: reg.Scopes, Metadata: reg.metadata,
+		CreatedAt: timestamp(reg.created), UpdatedAt: timestamp(reg.updated), URL: baseURL(r) + "/cloud/registrations/" + reg.id,
+	}
+}
+
+// registrationDoc is the Registration schema as a request body, in YAML or
+// JSON, as `apic registrations:create` sends it.
+type registrationDoc struct {
+	Name                          *string           `json:"name"`
+	Title                         *string           `json:"title"`
+	Summary                       *string           `json:"summary"`
+	State                         *string           `json:"state"`
+	ClientType                    *string           `json:"client_type"`
+	ClientID                      *string           `json:"client_id"`
+	ClientSecret                  *string           `json:"client_secret"`
+	Scopes                        []string          `json:"scopes"`
+	Metadata                      map[string]string `json:"metadata"`
+	RegistrationPublicCertificate *string           `json:"registration_public_certificate"`
+	CloudSettingURLs              []string          `json:"cloud_setting_urls"`
+	// Read-only, ignored.
+	Type       string `json:"type"`
+	APIVersion string `json:"api_version"`
+	ID         string `json:"id"`
+	URL        string `json:"url"`
+	CreatedAt  string `json:"created_at"`
+	UpdatedAt  string `json:"updated_at"`
+}
+
+// check refuses values outside the document's enums.
+func (d *registrationDoc) check() *requestError {
+	if e := checkEnum("state", deref(d.State), "enabled", "disabled"); e != nil {
+		return e
+	}
+	return checkEnum("client_type", deref(d.ClientType), registrationClientTypes...)
+}
+
+// sortedRegistrations returns the registrations by name. Called with s.mu
+// held.
+func (s *Server) sortedRegistrations() []*regState {
 	regs := make([]*regState, 0, len(s.regs))
 	for _, reg := range s.regs {
 		regs = append(regs, reg)
 	}
-	s.mu.Unlock()
 	sort.Slice(regs, func(i, j int) bool { return regs[i].Name < regs[j].Name })
-	results := make([]map[string]any, 0, len(regs))
-	for _, reg := range regs {
-		results = append(results, s.registrationJSON(r, reg, maskedSecret))
-	}
-	reply(w, r, http.StatusOK, map[string]any{"total_results": len(results), "results": results})
+	return regs
 }
 
-func (s *Server) createRegistration(w http.ResponseWriter, r *http.Request, _ *accessToken) {
-	data, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	if err != nil {
-		writeError(w, r, http.StatusBadRequest, "could not read the request body")
-		return
+func (s *Server) listRegistrations(w http.ResponseWriter, r *http.Request, _ *call) {
+	s.mu.Lock()
+	var views []registrationView
+	for _, reg := range s.sortedRegistrations() {
+		views = append(views, reg.view(r, maskedSecret))
 	}
-	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	switch mt {
-	case "application/json", "application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "":
-	default:
-		writeError(w, r, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q is not supported; send application/json or application/yaml", mt))
-		return
+	s.mu.Unlock()
+	replyList(w, r, views)
+}
+
+// findRegistration finds a registration by name or id. Called with s.mu
+// held.
+func (s *Server) findRegistration(ref string) *regState {
+	for _, reg := range s.regs {
+		if reg.id == ref || reg.Name == ref {
+			return reg
+		}
 	}
+	return nil
+}
+
+func (s *Server) createRegistration(w http.ResponseWriter, r *http.Request, _ *call) {
 	var doc registrationDoc
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&doc); err != nil {
-		writeError(w, r, http.StatusBadRequest, "invalid registration: "+err.Error())
+	e := s.readBody(r, &doc)
+	if e == nil {
+		e = doc.check()
+	}
+	if e == nil && deref(doc.Name) == "" {
+		e = badRequest("missing required properties: name")
+	}
+	if e != nil {
+		writeError(w, r, e.status, e.msg)
 		return
 	}
-	if doc.Name == "" {
-		writeError(w, r, http.StatusBadRequest, "invalid registration: name is required")
-		return
+	reg := &regState{Registration: Registration{
+		Name: *doc.Name, Title: deref(doc.Title), Summary: deref(doc.Summary), State: deref(doc.State),
+		ClientType: deref(doc.ClientType), ClientID: deref(doc.ClientID), ClientSecret: deref(doc.ClientSecret), Scopes: doc.Scopes,
+	}, metadata: doc.Metadata}
+	if reg.State == "" {
+		reg.State = "enabled"
 	}
-	switch doc.State {
-	case "":
-		doc.State = "enabled"
-	case "enabled", "disabled":
-	default:
-		writeError(w, r, http.StatusBadRequest, fmt.Sprintf("invalid registration: state must be enabled or disabled, got %q", doc.State))
-		return
+	if reg.ClientType == "" {
+		reg.ClientType = "toolkit"
 	}
-	if doc.ClientType == "" {
-		doc.ClientType = "toolkit"
-	}
-	if len(doc.Scopes) == 0 {
-		doc.Scopes = AllScopes
+	if len(reg.Scopes) == 0 {
+		reg.Scopes = AllScopes
 	}
 	// A secret the server makes up is shown once, on creation; one the
 	// caller chose is masked.
 	shown := maskedSecret
-	if doc.ClientID == "" {
-		doc.ClientID = randomID()
+	if reg.ClientID == "" {
+		reg.ClientID = randomID()
 	}
-	if doc.ClientSecret == "" {
-		doc.ClientSecret = randomSecret(24)
-		shown = doc.ClientSecret
+	if reg.ClientSecret == "" {
+		reg.ClientSecret = randomSecret(24)
+		shown = reg.ClientSecret
 	}
 	s.mu.Lock()
-	for _, reg := range s.regs {
-		if reg.Name == doc.Name || reg.ClientID == doc.ClientID {
+	for _, other := range s.regs {
+		if other.Name == reg.Name || other.ClientID == reg.ClientID {
 			s.mu.Unlock()
-			writeError(w, r, http.StatusConflict, fmt.Sprintf("A registration with the name %s or the client id already exists.", doc.Name))
+			writeError(w, r, http.StatusConflict, fmt.Sprintf("A registration with the name %s or the client id already exists.", reg.Name))
 			return
 		}
 	}
-	reg := &regState{
-		Registration: Registration{Name: doc.Name, Title: doc.Title, Summary: doc.Summary, State: doc.State, ClientType: doc.ClientType, ClientID: doc.ClientID, ClientSecret: doc.ClientSecret, Scopes: doc.Scopes},
-		id:           randomID(),
-		created:      s.now(),
-	}
+	reg.id, reg.created, reg.updated = randomID(), s.now(), s.now()
 	s.regs[reg.ClientID] = reg
+	v := reg.view(r, shown)
 	s.mu.Unlock()
-	reply(w, r, http.StatusCreated, s.registrationJSON(r, reg, shown))
+	reply(w, r, http.StatusCreated, v)
 }
 
-// isPublishPath matches /api/catalogs/{org}/{catalog}/publish.
-func isPublishPath(p string) bool {
-	parts := strings.Split(p, "/")
-	return len(parts) == 6 && parts[1] == "api" && parts[2] == "catalogs" && parts[3] != "" && parts[4] != "" && parts[5] == "publish"
-}
-
-// publish streams a multipart upload of any size, checks that it is well
-// formed, and answers with the byte count and SHA-256 of the whole body.
-func (s *Server) publish(w http.ResponseWriter, r *http.Request, _ *accessToken) {
-	parts := strings.Split(strings.TrimSuffix(r.URL.Path, "/"), "/")
-	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
-		writeError(w, r, http.StatusBadRequest, "publish takes multipart/form-data with a boundary")
+func (s *Server) getRegistration(w http.ResponseWriter, r *http.Request, c *call) {
+	s.mu.Lock()
+	reg := s.findRegistration(c.params["registration"])
+	var v registrationView
+	if reg != nil {
+		v = reg.view(r, maskedSecret)
+	}
+	s.mu.Unlock()
+	if reg == nil {
+		writeError(w, r, http.StatusNotFound, fmt.Sprintf("Registration %s not found.", c.params["registration"]))
 		return
 	}
-	h := sha256.New()
-	counter := &countingWriter{}
-	tee := io.TeeReader(r.Body, io.MultiWriter(h, counter))
-	mr := multipart.NewReader(tee, params["boundary"])
-	var names []string
-	for {
-		part, err := mr.NextPart()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			writeError(w, r, http.StatusBadRequest, "malformed multipart body: "+err.Error())
-			return
-		}
-		names = append(names, part.FormName())
-		if _, err := io.Copy(io.Discard, part); err != nil {
-			writeError(w, r, http.StatusBadRequest, "malformed multipart body: "+err.Error())
-			return
-		}
-	}
-	// Count the epilogue too, so the hash covers the body byte for byte.
-	if _, err := io.Copy(io.Discard, tee); err != nil {
-		writeError(w, r, http.StatusBadRequest, "reading body: "+err.Error())
-		return
-	}
-	reply(w, r, http.StatusCreated, map[string]any{
-		"type": "publish", "org": parts[3], "catalog": parts[4], "state": "published",
-		"parts": names, "received_bytes": counter.n, "sha256": hex.EncodeToString(h.Sum(nil)),
-	})
+	replyOne(w, r, http.StatusOK, v)
 }
 
-type countingWriter struct{ n int64 }
+func (s *Server) updateRegistration(w http.ResponseWriter, r *http.Request, c *call) {
+	var doc registrationDoc
+	e := s.readBody(r, &doc)
+	if e == nil {
+		e = doc.check()
+	}
+	if e != nil {
+		writeError(w, r, e.status, e.msg)
+		return
+	}
+	s.mu.Lock()
+	reg := s.findRegistration(c.params["registration"])
+	if reg == nil {
+		s.mu.Unlock()
+		writeError(w, r, http.StatusNotFound, fmt.Sprintf("Registration %s not found.", c.params["registration"]))
+		return
+	}
+	if doc.ClientID != nil && *doc.ClientID != reg.ClientID {
+		s.mu.Unlock()
+		writeError(w, r, http.StatusBadRequest, "property client_id cannot be changed")
+		return
+	}
+	if n := deref(doc.Name); n != "" && n != reg.Name {
+		if other := s.findRegistration(n); other != nil {
+			s.mu.Unlock()
+			writeError(w, r, http.StatusConflict, fmt.Sprintf("A registration with the name %s already exists.", n))
+			return
+		}
+		reg.Name = n
+	}
+	for _, f := range []struct {
+		src *string
+		dst *string
+	}{{doc.Title, &reg.Title}, {doc.Summary, &reg.Summary}, {doc.State, &reg.State}, {doc.ClientType, &reg.ClientType}, {doc.ClientSecret, &reg.ClientSecret}} {
+		if f.src != nil {
+			*f.dst = *f.src
+		}
+	}
+	if doc.Scopes != nil {
+		reg.Scopes = slices.Clone(doc.Scopes)
+	}
+	if doc.Metadata != nil {
+		reg.metadata = doc.Metadata
+	}
+	reg.updated = s.now()
+	v := reg.view(r, maskedSecret)
+	s.mu.Unlock()
+	reply(w, r, http.StatusOK, v)
+}
 
-func (c *countingWriter) Write(p []byte) (int, error) {
-	c.n += int64(len(p))
-	return len(p), nil
+func (s *Server) deleteRegistration(w http.ResponseWriter, r *http.Request, c *call) {
+	s.mu.Lock()
+	reg := s.findRegistration(c.params["registration"])
+	var v registrationView
+	if reg != nil {
+		delete(s.regs, reg.ClientID)
+		v = reg.view(r, maskedSecret)
+	}
+	s.mu.Unlock()
+	if reg == nil {
+		writeError(w, r, http.StatusNotFound, fmt.Sprintf("Registration %s not found.", c.params["registration"]))
+		return
+	}
+	reply(w, r, http.StatusOK, v)
+}
+
+// toolkitCredential is one client of the toolkit credentials.
+type toolkitCredential struct {
+	Endpoint     string `json:"endpoint"`
+	ClientID     string `json:"client_id"`
+	ClientSecret string `json:"client_secret"`
+}
+
+// toolkitCredentials answers what "Download toolkit" saves as
+// credentials.json: the first enabled registration (by name) of client
+// type toolkit and of consumer_toolkit.
+func (s *Server) toolkitCredentials(w http.ResponseWriter, r *http.Request, _ *call) {
+	out := map[string]any{"cloud_id": s.cloudID}
+	s.mu.Lock()
+	for _, reg := range s.sortedRegistrations() {
+		if reg.State != "enabled" {
+			continue
+		}
+		if key := reg.ClientType; (key == "toolkit" || key == "consumer_toolkit") && out[key] == nil {
+			out[key] = toolkitCredential{Endpoint: baseURL(r), ClientID: reg.ClientID, ClientSecret: reg.ClientSecret}
+		}
+	}
+	s.mu.Unlock()
+	reply(w, r, http.StatusOK, out)
 }

@@ -278,11 +278,23 @@ func decodeJWT(t *testing.T, tok string) (header, claims map[string]any) {
 	return dec(parts[0]), dec(parts[1])
 }
 
-// createAPIKey asks for an API key with the body (nil for none) and returns
-// the decoded 201 response.
+// createAPIKey asks for an API key with the body's properties (nil for
+// none) and the two the operation requires, client_type and description,
+// when the body lacks them, and returns the decoded 201 response.
 func createAPIKey(t *testing.T, base, token string, body []byte) map[string]any {
 	t.Helper()
-	r := call(t, http.MethodPost, base+"/api/cloud/api-keys", token, body, "Content-Type", "application/json")
+	props := map[string]any{}
+	if body != nil {
+		if err := json.Unmarshal(body, &props); err != nil {
+			t.Fatalf("API key body %s: %v", body, err)
+		}
+	}
+	for k, v := range map[string]string{"client_type": "toolkit", "description": "made by a test"} {
+		if _, ok := props[k]; !ok {
+			props[k] = v
+		}
+	}
+	r := call(t, http.MethodPost, base+"/api/cloud/api-keys", token, jsonOf(props), "Content-Type", "application/json")
 	wantStatus(t, r, http.StatusCreated)
 	return r.JSON(t)
 }

@@ -44,6 +44,10 @@ type Server struct {
 	recent      []TokenRequestRecord
 	issuedSince int // tokens issued since the last sweep of expired ones
 
+	table   []route     // the operations served, see routes
+	cloudID string      // of the toolkit credentials
+	orgs    []*orgState // guarded by mu
+
 	tokens sync.Map // access token string -> *accessToken
 }
 
@@ -55,12 +59,16 @@ type userState struct {
 	lockedUntil   time.Time
 	rejectBefore  uint64 // tokens with seq < rejectBefore are rejected
 	rejectBeforeT time.Time
+	lastLogin     time.Time
+	metadata      map[string]string
 }
 
 type regState struct {
 	Registration
-	id      string
-	created time.Time
+	id       string
+	metadata map[string]string
+	created  time.Time
+	updated  time.Time
 }
 
 type session struct {
@@ -78,11 +86,15 @@ type refreshState struct {
 }
 
 type apiKeyState struct {
-	id          string
-	user        *userState
-	expires     time.Time
-	multipleUse bool
-	used        bool
+	id                   string
+	user                 *userState
+	created, expires     time.Time
+	ttl                  time.Duration
+	multipleUse          bool
+	used                 bool
+	clientType           string
+	name, title, summary string
+	metadata             map[string]string
 }
 
 // accessToken is what the server remembers of a token it issued.
@@ -133,8 +145,13 @@ func New(cfg Config) (*Server, error) {
 		if len(r.Scopes) == 0 {
 			r.Scopes = AllScopes
 		}
-		s.regs[r.ClientID] = &regState{Registration: r, id: randomID(), created: now}
+		s.regs[r.ClientID] = &regState{Registration: r, id: randomID(), created: now, updated: now}
 	}
+	for _, o := range cfg.Orgs {
+		s.orgs = append(s.orgs, newOrgState(o, now))
+	}
+	s.cloudID = randomID()
+	s.table = s.routes()
 	return s, nil
 }
 

@@ -361,6 +361,9 @@ func (s *Server) decideToken(f map[string]string) tokenReply {
 	if grant == GrantRefreshToken {
 		refreshed.used = true // refresh tokens rotate: each is good once
 	}
+	if grant != GrantRefreshToken {
+		user.lastLogin = now
+	}
 	if sess == nil {
 		sess = &session{id: randomID()}
 		s.sessions[sess.id] = sess
