@@ -93,7 +93,9 @@ proxies use it.
 
 --demo starts the built-in API Connect simulator on a loopback port and
 proxies to it as its Cloud Manager user, so everything can be tried
-without an API Manager.
+without an API Manager; with --realm provider/default-idp-2 it proxies as
+its API Manager user, who owns the provider org localtest and its sandbox
+catalog.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
 			fs := cmd.Flags()
@@ -177,7 +179,11 @@ func cmdAPICProxy(fl caddycmd.Flags) (int, error) {
 		if Demo == nil {
 			return caddy.ExitCodeFailedStartup, errors.New("--demo: this build has no simulator; the apic-auth-proxy binary (cmd/apic-auth-proxy) has one")
 		}
-		d, err := Demo()
+		realm := "" // the simulator's Cloud Manager user, unless --realm names another
+		if fl.Changed("realm") {
+			realm = fl.String("realm")
+		}
+		d, err := Demo(realm)
 		if err != nil {
 			return caddy.ExitCodeFailedStartup, err
 		}
@@ -516,7 +522,8 @@ type DemoTarget struct {
 	Server, Realm, Username, Password, ClientID, ClientSecret string
 }
 
-// Demo starts what --demo proxies to, for the life of the process. The
+// Demo starts what --demo proxies to, for the life of the process, as the
+// simulator's user of realm ("" for its Cloud Manager user). The
 // apic-auth-proxy binary sets it to the built-in simulator; a build of
 // this package alone (xcaddy) leaves it nil, and --demo says so.
-var Demo func() (DemoTarget, error)
+var Demo func(realm string) (DemoTarget, error)

@@ -27,7 +27,8 @@ type Me struct {
 	FirstName        string `json:"first_name"`
 	LastName         string `json:"last_name"`
 	IdentityProvider string `json:"identity_provider"`
-	// Realm is not in every server's answer; see TokenRealm.
+	// Realm and Title are not in the Me schema of IBM's Provider API
+	// document, though some servers send them; see TokenRealm.
 	Realm string `json:"realm"`
 	URL   string `json:"url"`
 }

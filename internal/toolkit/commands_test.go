@@ -404,7 +404,7 @@ func TestAPICTokenAPIKey(t *testing.T) {
 	var created struct {
 		APIKey string `json:"api_key"`
 	}
-	simCall(t, http.MethodPost, ts.URL+"/api/cloud/api-keys", tok, `{"client_type":"toolkit"}`, http.StatusCreated, &created)
+	simCall(t, http.MethodPost, ts.URL+"/api/cloud/api-keys", tok, `{"client_type":"toolkit","description":"made by a test"}`, http.StatusCreated, &created)
 	key := created.APIKey
 	if key == "" {
 		t.Fatal("POST /api/cloud/api-keys gave no api_key")
