@@ -1,8 +1,14 @@
 // Package apicsim simulates the IBM API Connect platform (management) REST
-// API for tests, benchmarks and demos: POST /api/token with the password,
-// api_key and refresh_token grants, RS256 access tokens that every other
-// /api call checks, a handful of platform calls, and controls to observe
-// traffic and inject faults.
+// API for tests, benchmarks and demos, as IBM's OpenAPI document of the
+// Provider API describes it: POST /api/token with the password, api_key
+// and refresh_token grants (scope narrows the token), RS256 access tokens
+// that every other /api call checks, each operation's scope from the
+// document's security blocks, and a working set of resources held in
+// memory: orgs, catalogs, draft APIs and products, publish, the products
+// and APIs of a catalog, API keys, registrations and the caller's
+// profile. Answers carry only the fields the document's schemas declare,
+// in JSON or, when Accept asks for it, YAML; see routes for the
+// operations. Controls observe traffic and inject faults.
 //
 // A Server is an http.Handler, used as net/http/httptest servers are:
 //
