@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -16,6 +17,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	apicclient "github.com/apic-tools/apic-auth-proxy/internal/apic"
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim/simtest"
 )
 
 func TestSummarize(t *testing.T) {
@@ -301,7 +306,7 @@ func TestStorm(t *testing.T) {
 	}
 }
 
-func TestMultipartBody(t *testing.T) {
+func TestMultipartBodyIsPublished(t *testing.T) {
 	m := newMultipartBody(1000)
 	b, err := io.ReadAll(m.reader())
 	if err != nil {
@@ -310,22 +315,31 @@ func TestMultipartBody(t *testing.T) {
 	if int64(len(b)) != m.size() {
 		t.Errorf("body %d bytes, size says %d", len(b), m.size())
 	}
-	req := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(string(b)))
+	sum, err := m.sha256()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ts := simtest.Start(t)
+	c := &apicclient.Client{Server: ts.URL, HTTP: ts.Client(), Credentials: apicclient.Credentials{
+		Username: apicsim.DefaultProviderUsername, Password: apicsim.DefaultProviderPassword, Realm: apicsim.DefaultProviderRealm,
+		ClientID: apicsim.DefaultClientID, ClientSecret: apicsim.DefaultClientSecret,
+	}}
+	tok, err := c.Login(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, ts.URL+"/api/catalogs/localtest/sandbox/publish", bytes.NewReader(b))
 	req.Header.Set("Content-Type", m.contentType())
-	mr, err := req.MultipartReader()
+	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	part, err := mr.NextPart()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, _ := io.ReadAll(part)
-	if part.FormName() != "product" || len(data) != 1000 || strings.Trim(string(data), "\x00") != "" {
-		t.Errorf("part %q of %d bytes", part.FormName(), len(data))
-	}
-	if _, err := mr.NextPart(); err != io.EOF {
-		t.Errorf("after the part: %v, want EOF", err)
+	answer, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated || resp.Header.Get(apicsim.ReceivedBytesHeader) != strconv.Itoa(len(b)) || resp.Header.Get(apicsim.ReceivedSHA256) != sum {
+		t.Errorf("publish: %d, received %s bytes with SHA-256 %s; sent %d with %s: %.300s", resp.StatusCode,
+			resp.Header.Get(apicsim.ReceivedBytesHeader), resp.Header.Get(apicsim.ReceivedSHA256), len(b), sum, answer)
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 	"os/exec"
 	"strconv"
 	"time"
+
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
 )
 
 // The storm and upload clients run as subcommands of this program, in
@@ -68,6 +70,10 @@ type uploadResult struct {
 	Seconds float64         `json:"seconds"`
 	Bytes   int64           `json:"bytes"`
 	Answer  json.RawMessage `json:"answer"`
+	// ReceivedBytes and ReceivedSHA256 are what the simulator's publish
+	// says it received, in its answer's headers.
+	ReceivedBytes  int64  `json:"received_bytes,omitempty"`
+	ReceivedSHA256 string `json:"received_sha256,omitempty"`
 }
 
 func uploadMain(ctx context.Context, args []string) error {
@@ -124,7 +130,11 @@ func uploadMain(ctx context.Context, args []string) error {
 	if !json.Valid(answer) {
 		answer, _ = json.Marshal(string(answer))
 	}
-	return json.NewEncoder(os.Stdout).Encode(uploadResult{Status: resp.StatusCode, Seconds: took.Seconds(), Bytes: size, Answer: answer})
+	received, _ := strconv.ParseInt(resp.Header.Get(apicsim.ReceivedBytesHeader), 10, 64)
+	return json.NewEncoder(os.Stdout).Encode(uploadResult{
+		Status: resp.StatusCode, Seconds: took.Seconds(), Bytes: size, Answer: answer,
+		ReceivedBytes: received, ReceivedSHA256: resp.Header.Get(apicsim.ReceivedSHA256),
+	})
 }
 
 // runClient runs a client subcommand of this program and decodes its

@@ -460,7 +460,11 @@ func TestFleetSingleUseAPIKey(t *testing.T) {
 	storages(t, func(t *testing.T, st *fleetStorage) {
 		// A plain proxy of the developer creates the key.
 		dev := newEnv(t)
-		code, _, body := dev.do(http.MethodPost, "/api/cloud/api-keys", http.Header{"Content-Type": {"application/json"}})
+		const req = `{"client_type":"toolkit","description":"the fleet's key"}`
+		code, _, body, err := post(dev, "/api/cloud/api-keys", "application/json", strings.NewReader(req), int64(len(req)))
+		if err != nil {
+			t.Fatal(err)
+		}
 		var key struct {
 			APIKey string `json:"api_key"`
 		}

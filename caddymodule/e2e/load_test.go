@@ -7,13 +7,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"mime/multipart"
+	"io"
 	"net/http"
 	"os"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
 )
 
 // publishPath is the simulator's publish endpoint for the provider org
@@ -102,13 +104,8 @@ func runLoad(t *testing.T, e *env, workers int, publish bool, stop <-chan struct
 					t.Errorf("load request %s %s: %v", req.Method, req.URL.Path, err)
 					return
 				}
-				if isPublish && status == http.StatusCreated {
-					var got struct {
-						ReceivedBytes int `json:"received_bytes"`
-					}
-					if json.Unmarshal(resp, &got) != nil || got.ReceivedBytes != len(body) {
-						t.Errorf("publish under load: %s", resp)
-					}
+				if isPublish && status == http.StatusCreated && hdr.Get(apicsim.ReceivedBytesHeader) != strconv.Itoa(len(body)) {
+					t.Errorf("publish under load: the simulator received %q bytes of %d: %.300s", hdr.Get(apicsim.ReceivedBytesHeader), len(body), resp)
 				}
 				if onResponse != nil {
 					onResponse(hdr)
@@ -141,59 +138,37 @@ func (r *loadResult) non2xx() (bad, unauthorized int) {
 	return bad, r.byStatus[http.StatusUnauthorized]
 }
 
-// publishBody builds a publish body: a product part and an API part of
-// size pseudo-random bytes. It returns the exact bytes and their
-// Content-Type.
+// publishBody builds a publish upload of a product, its API and a wsdl
+// part of size pseudo-random bytes (apicsim.PublishUpload). It returns the
+// exact bytes and their Content-Type.
 func publishBody(t *testing.T, size int, seed byte) ([]byte, string) {
 	t.Helper()
-	var buf bytes.Buffer
-	buf.Grow(size + 1024)
-	mw := multipart.NewWriter(&buf)
-	pw, err := mw.CreateFormFile("product", "product.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(pw, "product: 1.0.0\ninfo:\n  name: fault-suite\n  version: 1.0.%d\napis:\n  api:\n    $ref: api.yaml\n", seed)
-	aw, err := mw.CreateFormFile("openapi", "api.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var key [32]byte
 	key[0] = seed
-	rng := rand.NewChaCha8(key)
-	chunk := make([]byte, 64<<10)
-	for left := size; left > 0; left -= len(chunk) {
-		if left < len(chunk) {
-			chunk = chunk[:left]
-		}
-		_, _ = rng.Read(chunk)
-		if _, err := aw.Write(chunk); err != nil {
-			t.Fatal(err)
-		}
+	body, n, ctype := apicsim.PublishUpload("fault-suite", fmt.Sprintf("1.0.%d", seed), rand.NewChaCha8(key), int64(size))
+	data, err := io.ReadAll(body)
+	if err != nil || int64(len(data)) != n {
+		t.Fatalf("publish upload: %d of %d bytes: %v", len(data), n, err)
 	}
-	if err := mw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes(), mw.FormDataContentType()
+	return data, ctype
 }
 
-// checkPublished checks a publish answer: 201 and the simulator's byte
-// count and SHA-256 equal to those of sent.
-func checkPublished(t *testing.T, what string, status int, body, sent []byte) {
+// checkPublished checks a publish answer: 201 with a Product, and the
+// byte count and SHA-256 the simulator received equal to those of sent.
+func checkPublished(t *testing.T, what string, status int, hdr http.Header, body, sent []byte) {
 	t.Helper()
 	if status != http.StatusCreated {
 		t.Fatalf("%s: status %d, want 201: %.300s", what, status, body)
 	}
 	var got struct {
-		ReceivedBytes int64  `json:"received_bytes"`
-		SHA256        string `json:"sha256"`
+		Type string `json:"type"`
 	}
-	if err := json.Unmarshal(body, &got); err != nil {
-		t.Fatalf("%s: answer %.300s: %v", what, body, err)
+	if err := json.Unmarshal(body, &got); err != nil || got.Type != "product" {
+		t.Fatalf("%s: answer %.300s, want a Product: %v", what, body, err)
 	}
 	sum := sha256.Sum256(sent)
-	if got.ReceivedBytes != int64(len(sent)) || got.SHA256 != hex.EncodeToString(sum[:]) {
-		t.Fatalf("%s: the simulator received %d bytes with SHA-256 %s, the client sent %d bytes with SHA-256 %x",
-			what, got.ReceivedBytes, got.SHA256, len(sent), sum)
+	if hdr.Get(apicsim.ReceivedBytesHeader) != strconv.Itoa(len(sent)) || hdr.Get(apicsim.ReceivedSHA256) != hex.EncodeToString(sum[:]) {
+		t.Fatalf("%s: the simulator received %s bytes with SHA-256 %s, the client sent %d bytes with SHA-256 %x",
+			what, hdr.Get(apicsim.ReceivedBytesHeader), hdr.Get(apicsim.ReceivedSHA256), len(sent), sum)
 	}
 }

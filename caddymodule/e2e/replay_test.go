@@ -42,6 +42,7 @@ func TestReplayPublishAcrossRevocation(t *testing.T) {
 		e.sim.RevokeAll()
 
 		var status int
+		var hdr http.Header
 		var answer []byte
 		switch {
 		case !replayed:
@@ -64,7 +65,7 @@ func TestReplayPublishAcrossRevocation(t *testing.T) {
 				pw.Close()
 			})
 			var err error
-			status, _, answer, err = post(e, publishPath, ctype, pr, -1)
+			status, hdr, answer, err = post(e, publishPath, ctype, pr, -1)
 			pr.Close() // ends the writer should the request have failed
 			wg.Wait()
 			if err != nil {
@@ -75,7 +76,7 @@ func TestReplayPublishAcrossRevocation(t *testing.T) {
 			}
 		default:
 			var err error
-			status, _, answer, err = post(e, publishPath, ctype, bytes.NewReader(body), int64(len(body)))
+			status, hdr, answer, err = post(e, publishPath, ctype, bytes.NewReader(body), int64(len(body)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -95,7 +96,7 @@ func TestReplayPublishAcrossRevocation(t *testing.T) {
 			logFault(t, "publish_20MiB_revoked", status, e.sim.TokenRequests("", ""), "", strings.TrimSpace(string(answer)), "")
 			continue
 		}
-		checkPublished(t, name+" across a revocation", status, answer, body)
+		checkPublished(t, name+" across a revocation", status, hdr, answer, body)
 		if got := e.sim.TokenRequests("password", "ok"); got != grants+1 {
 			t.Fatalf("%s: %d new token requests, want 1", name, got-grants)
 		}
