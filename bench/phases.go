@@ -671,7 +671,7 @@ func (b *bench) startD(ctx context.Context) ([]uploader, func(), error) {
 		return nil, cleanup, fmt.Errorf("apic-proxy: GET /api/me: status %d, %v", code, err)
 	}
 	ups = append(ups, uploader{cfg: quick, pid: p.pid(), unix: sock, multipart: true,
-		url: "http://localhost/api/catalogs/org1/sandbox/publish"})
+		url: "http://localhost/api/catalogs/localtest/sandbox/publish"})
 	if err := b.checkLoopback(); err != nil {
 		return nil, cleanup, err
 	}

@@ -240,7 +240,7 @@ func TestRegistrations(t *testing.T) {
 	})
 
 	t.Run("disabled registration", func(t *testing.T) {
-		wantStatus(t, post(adm, "name: parked\nstate: disabled\nclient_id: parked\nclient_secret: parked-secret\n", "text/yaml"), http.StatusCreated)
+		wantStatus(t, post(adm, "name: parked\nstate: disabled\nclient_id: parked\nclient_secret: parked-secret\n", "application/yaml"), http.StatusCreated)
 		wantError(t, tokenReq(t, s.URL, with(devGrant(), "client_id", "parked", "client_secret", "parked-secret")), 401, "disabled")
 	})
 

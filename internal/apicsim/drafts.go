@@ -372,8 +372,7 @@ func nameOf(title string) string {
 }
 
 // readDraft reads a draft's create or update request: the schema's object
-// in JSON or YAML, the bare document (as the document's examples send
-// it), or a multipart form whose part holds the document.
+// in JSON or YAML, or a multipart form whose part holds the document.
 func (k *draftKind) readDraft(r *http.Request) (draftInput, *requestError) {
 	mt, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if mt == "multipart/form-data" {
@@ -392,7 +391,9 @@ func (k *draftKind) readDraft(r *http.Request) (draftInput, *requestError) {
 		bare = doc["product"] != nil
 	}
 	if bare && doc[k.docKey] == nil {
-		doc = map[string]any{k.docKey: doc}
+		// The document's examples send the bare document, its schema
+		// refuses it; the schema is what a server validates.
+		return draftInput{}, badRequest("the body is a bare document: send it as the %s property, or as the %s part of a multipart/form-data body", k.docKey, k.part)
 	}
 	return k.input(doc)
 }

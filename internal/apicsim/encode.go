@@ -24,7 +24,7 @@ const (
 	typeYAML = "application/yaml"
 )
 
-// yamlTypes are the names clients use for YAML.
+// yamlTypes are the names clients use for YAML in Accept.
 var yamlTypes = map[string]bool{typeYAML: true, "application/x-yaml": true, "text/yaml": true, "text/x-yaml": true}
 
 // isJSONType reports whether the media type mt is JSON.
@@ -161,8 +161,10 @@ func parseDoc(ct string, data []byte, yamlOK bool) (map[string]any, *requestErro
 	case err != nil:
 		return nil, &requestError{http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q is not a media type", ct)}
 	}
-	isYAML := yamlTypes[mt]
-	if !isJSONType(mt) && !(yamlOK && isYAML) {
+	// Bodies are what the document declares, exactly: application/json,
+	// and application/yaml where it offers it.
+	isYAML := mt == typeYAML
+	if mt != typeJSON && !(yamlOK && isYAML) {
 		want := typeJSON
 		if yamlOK {
 			want += " or " + typeYAML

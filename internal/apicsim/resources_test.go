@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"slices"
 	"strconv"
@@ -121,8 +122,11 @@ func TestDraftAPIs(t *testing.T) {
 	tok := login(t, s.URL, devGrant())
 	base := s.URL + "/api/orgs/localtest/drafts/draft-apis"
 
-	// The bare OpenAPI document, as the document's example sends it.
-	r := call(t, http.MethodPost, base, tok, []byte(draftAPIYAML), "Content-Type", "application/yaml")
+	// The document's example sends the bare OpenAPI document, which its
+	// schema refuses; the openapi part of a multipart form holds it.
+	wantError(t, call(t, http.MethodPost, base, tok, []byte(draftAPIYAML), "Content-Type", "application/yaml"), 400, "draft_api")
+	form, ct := openapiForm(t, draftAPIYAML)
+	r := call(t, http.MethodPost, base, tok, form, "Content-Type", ct)
 	wantStatus(t, r, http.StatusCreated)
 	d := r.JSON(t)
 	if d["type"] != "draft_api" || d["name"] != "orders" || d["version"] != "1.0.0" || d["title"] != "Orders" || d["oai_version"] != "openapi2" {
@@ -136,7 +140,7 @@ func TestDraftAPIs(t *testing.T) {
 	if v2["oai_version"] != "openapi3" || v2["summary"] != "v2" {
 		t.Errorf("created %v", v2)
 	}
-	wantError(t, call(t, http.MethodPost, base, tok, []byte(draftAPIYAML), "Content-Type", "application/yaml"), 409, "orders")
+	wantError(t, call(t, http.MethodPost, base, tok, form, "Content-Type", ct), 409, "orders")
 	wantError(t, jsonCall(t, http.MethodPost, base, tok, `{"draft_api":{"swagger":"2.0","info":{"title":"x"}}}`), 400, "info.version")
 	wantError(t, jsonCall(t, http.MethodPost, base, tok, `{"draft_api":{"swagger":"2.0","info":{"title":"x","version":"1"}},"gateway_type":"nginx"}`), 400, "gateway_type")
 	wantError(t, jsonCall(t, http.MethodPost, base, tok, `{"title":"no document"}`), 400, "draft_api")
@@ -166,21 +170,41 @@ func TestDraftAPIs(t *testing.T) {
 		wantError(t, call(t, http.MethodPost, base, tok, data, "Content-Type", ct), 400, "product")
 	})
 	t.Run("clear by name answers no content", func(t *testing.T) {
-		wantStatus(t, call(t, http.MethodPost, base, tok, []byte(draftAPIYAML), "Content-Type", "application/yaml"), http.StatusCreated)
+		wantStatus(t, call(t, http.MethodPost, base, tok, form, "Content-Type", ct), http.StatusCreated)
 		wantStatus(t, jsonCall(t, http.MethodDelete, base+"/orders", tok, ""), http.StatusNoContent)
 	})
 	t.Run("scopes", func(t *testing.T) {
 		view := login(t, s.URL, with(devGrant(), "scope", "api-drafts:view"))
 		wantStatus(t, get(t, base, view), http.StatusOK)
-		wantError(t, call(t, http.MethodPost, base, view, []byte(draftAPIYAML), "Content-Type", "application/yaml"), 403, "api-drafts:edit")
+		wantError(t, call(t, http.MethodPost, base, view, form, "Content-Type", ct), 403, "api-drafts:edit")
 	})
+}
+
+// openapiForm is a multipart form of one openapi part holding doc.
+func openapiForm(t *testing.T, doc string) ([]byte, string) {
+	t.Helper()
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	w, err := mw.CreateFormFile("openapi", "api.yaml")
+	if err == nil {
+		_, err = io.WriteString(w, doc)
+	}
+	if err == nil {
+		err = mw.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes(), mw.FormDataContentType()
 }
 
 func TestDraftProducts(t *testing.T) {
 	s := start(t)
 	tok := login(t, s.URL, devGrant())
 	base := s.URL + "/api/orgs/localtest/drafts/draft-products"
-	r := jsonCall(t, http.MethodPost, base, tok, `{"product":"1.0.0","info":{"name":"shop","title":"Shop","version":"1.0.0"},"apis":{"orders":{"name":"orders:1.0.0"}},"plans":{"default-plan":{"title":"Default"}}}`)
+	const product = `{"product":"1.0.0","info":{"name":"shop","title":"Shop","version":"1.0.0"},"apis":{"orders":{"name":"orders:1.0.0"}},"plans":{"default-plan":{"title":"Default"}}}`
+	wantError(t, jsonCall(t, http.MethodPost, base, tok, product), 400, "draft_product")
+	r := jsonCall(t, http.MethodPost, base, tok, `{"draft_product":`+product+`}`)
 	wantStatus(t, r, http.StatusCreated)
 	d := r.JSON(t)
 	if d["type"] != "draft_product" || d["name"] != "shop" || d["version"] != "1.0.0" {

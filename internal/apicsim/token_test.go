@@ -124,10 +124,12 @@ func TestTokenTTLFromConfig(t *testing.T) {
 	}
 }
 
-func TestTokenAcceptsJSONSuffixContentType(t *testing.T) {
+func TestTokenBodyTypesAreTheDocuments(t *testing.T) {
 	s := start(t)
-	r := tokenReq(t, s.URL, devGrant(), "Content-Type", "application/vnd.ibm+json; charset=utf-8")
-	wantStatus(t, r, http.StatusOK)
+	wantStatus(t, tokenReq(t, s.URL, devGrant(), "Content-Type", "application/json; charset=utf-8"), http.StatusOK)
+	for _, ct := range []string{"application/vnd.ibm+json", "text/yaml", "application/x-yaml"} {
+		wantError(t, tokenReq(t, s.URL, devGrant(), "Content-Type", ct), http.StatusUnsupportedMediaType, ct)
+	}
 }
 
 func TestClientCredentialsInHeaders(t *testing.T) {

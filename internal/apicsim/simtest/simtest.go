@@ -1,8 +1,10 @@
 // Package simtest starts the API Connect simulator for tests: made from
 // DefaultConfig and the test's changes, served on a loopback port over
-// HTTP or TLS, and closed when the test ends. A test that wants a fake
-// clock passes a change that sets Config.Now. APIError reads API Connect's
-// error shape back, as the simulator and the proxy write it.
+// HTTP or TLS with every answer checked against IBM's Provider API
+// document (package conformance), and closed when the test ends. A test
+// that wants a fake clock passes a change that sets Config.Now. APIError
+// reads API Connect's error shape back, as the simulator and the proxy
+// write it.
 package simtest
 
 import (
@@ -11,10 +13,13 @@ import (
 	"encoding/json"
 	"io"
 	"log"
+	"net/http"
 	"net/http/httptest"
+	"os"
 	"testing"
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim/conformance"
 )
 
 // New makes a simulator with DefaultConfig changed by changes, in order,
@@ -34,13 +39,44 @@ func New(t testing.TB, changes ...func(*apicsim.Config)) *apicsim.Server {
 }
 
 // Start makes a simulator as New does and serves it over HTTP on a
-// loopback port until the test ends.
+// loopback port until the test ends. Every answer is checked against IBM's
+// Provider API document as package conformance restates it: each
+// mismatch fails the test when it ends (see checked).
 func Start(t testing.TB, changes ...func(*apicsim.Config)) (*apicsim.Server, *httptest.Server) {
 	t.Helper()
 	sim := New(t, changes...)
-	ts := httptest.NewServer(sim)
+	ts := httptest.NewUnstartedServer(checked(t, sim))
+	ts.Start()
 	t.Cleanup(ts.Close)
 	return sim, ts
+}
+
+// checked wraps sim in a conformance checker. When the test ends (after
+// its server is closed, so after every answer), each mismatch is an error
+// of the test, and the checker's report is appended to the file that
+// APICSIM_CONFORMANCE_LOG names, if any.
+func checked(t testing.TB, sim *apicsim.Server) http.Handler {
+	t.Helper()
+	c, err := conformance.Load()
+	if err != nil {
+		t.Fatalf("conformance: %v", err)
+	}
+	t.Cleanup(func() {
+		for _, m := range c.Mismatches() {
+			t.Errorf("the simulator's answer departs from IBM's Provider API document: %s", m)
+		}
+		if n := c.Counts(); n.Mismatches > len(c.Mismatches()) {
+			t.Errorf("%d mismatches in all", n.Mismatches)
+		}
+		if file := os.Getenv(conformance.LogEnv); file != "" {
+			r := c.Report()
+			r.Test = t.Name()
+			if err := conformance.AppendLog(file, r); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	return c.Wrap(sim)
 }
 
 // StartTLS makes a simulator as New does and serves it over TLS on a
@@ -55,7 +91,7 @@ func StartTLS(t testing.TB, hosts []string, changes ...func(*apicsim.Config)) (*
 		t.Fatalf("apicsim.NewCertificates: %v", err)
 	}
 	sim := New(t, changes...)
-	ts := httptest.NewUnstartedServer(sim)
+	ts := httptest.NewUnstartedServer(checked(t, sim))
 	ts.Config.ErrorLog = log.New(io.Discard, "", 0)
 	ts.TLS = &tls.Config{Certificates: []tls.Certificate{certs.Server}, MinVersion: tls.VersionTLS12}
 	ts.StartTLS()
