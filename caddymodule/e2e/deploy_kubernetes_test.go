@@ -467,7 +467,7 @@ func TestKubernetesSidecarRuns(t *testing.T) {
 
 	// The simulator, its first token request held back until released.
 	sim := simtest.New(t)
-	up := newUpstream(sim)
+	up := newUpstream(t, sim)
 	held, release := make(chan struct{}), make(chan struct{})
 	up.beforeToken = func(n int, r *http.Request) {
 		if n == 1 {

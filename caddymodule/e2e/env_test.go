@@ -205,7 +205,7 @@ func newEnv(t *testing.T, opts ...option) *env {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	e := &env{
-		t: t, sim: sim, up: newUpstream(sim), dir: dir,
+		t: t, sim: sim, dir: dir,
 		sock:    filepath.Join(dir, "proxy.sock"),
 		logFile: filepath.Join(dir, "caddy.log"),
 		auth:    s.auth,
@@ -215,6 +215,7 @@ func newEnv(t *testing.T, opts ...option) *env {
 	if s.simOf != nil {
 		e.up, e.upSrv = s.simOf.up, s.simOf.upSrv
 	} else {
+		e.up = newUpstream(t, sim)
 		// Closed after the proxy has stopped: it signs out on its way.
 		e.upSrv = httptest.NewServer(e.up)
 		t.Cleanup(e.upSrv.Close)
@@ -880,6 +881,8 @@ func (e *env) tool(verb, caddyfileText string) ([]byte, []byte, error) {
 // what reaches it, and runs the test's hooks around it.
 type upstream struct {
 	sim *apicsim.Server
+	// checked serves sim through a conformance check (simtest.Checked).
+	checked http.Handler
 
 	mu sync.Mutex
 	// auth is the Authorization header of every call that is neither a
@@ -897,8 +900,8 @@ type upstream struct {
 	answerAPI   func(w http.ResponseWriter, r *http.Request) bool
 }
 
-func newUpstream(sim *apicsim.Server) *upstream {
-	return &upstream{sim: sim, changed: make(chan struct{}), distinct: make(map[string]bool)}
+func newUpstream(t *testing.T, sim *apicsim.Server) *upstream {
+	return &upstream{sim: sim, checked: simtest.Checked(t, sim), changed: make(chan struct{}), distinct: make(map[string]bool)}
 }
 
 func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -929,7 +932,7 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		beforeCall(r)
 	}
 	if answer == nil || !answer(w, r) {
-		u.sim.ServeHTTP(w, r)
+		u.checked.ServeHTTP(w, r)
 	}
 	if after != nil {
 		after(n)

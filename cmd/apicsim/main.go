@@ -13,6 +13,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -26,6 +27,7 @@ import (
 	"time"
 
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
+	"github.com/apic-tools/apic-auth-proxy/internal/apicsim/conformance"
 )
 
 func main() {
@@ -54,6 +56,7 @@ func run(ctx context.Context, args []string, logger *log.Logger, ready func(net.
 		refreshTTL    = fs.Duration("refresh-ttl", 0, "refresh token lifetime (default 16h)")
 		configFile    = fs.String("config", "", "YAML file of users, registrations and settings")
 		quiet         = fs.Bool("quiet", false, "do not log each request")
+		conform       = fs.Bool("conformance", false, "check every answer against IBM's Provider API document (restated in internal/apicsim/conformance); mismatches are logged and served at GET /_sim/conformance")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: apicsim [flags]
@@ -94,8 +97,13 @@ Flags:
 		return err
 	}
 	var h http.Handler = sim
+	if *conform {
+		if h, err = conformanceCheck(logger, sim); err != nil {
+			return err
+		}
+	}
 	if !*quiet {
-		h = logRequests(logger, sim)
+		h = logRequests(logger, h)
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -139,6 +147,30 @@ Flags:
 		return err
 	}
 	return nil
+}
+
+// conformanceCheck serves sim through a conformance checker that logs each
+// mismatch, and answers GET /_sim/conformance with the checker's report.
+func conformanceCheck(logger *log.Logger, sim http.Handler) (http.Handler, error) {
+	c, err := conformance.Load()
+	if err != nil {
+		return nil, err
+	}
+	c.OnMismatch(func(m conformance.Mismatch) { logger.Printf("conformance: %s", m) })
+	checked := c.Wrap(sim)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/_sim/conformance" {
+			checked.ServeHTTP(w, r)
+			return
+		}
+		if r.Method != http.MethodGet {
+			w.Header().Set("Allow", http.MethodGet)
+			http.Error(w, `{"status":405,"message":["use GET"]}`, http.StatusMethodNotAllowed)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(c.Report())
+	}), nil
 }
 
 // logRequests logs one line per request: method, path, status, bytes and

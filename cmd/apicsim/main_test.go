@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -336,5 +337,37 @@ func TestRunTLSHosts(t *testing.T) {
 	var he x509.HostnameError
 	if !errors.As(err, &he) {
 		t.Errorf("certificate for otherhost at %s: %v, want a hostname error", s.addr, err)
+	}
+}
+
+func TestRunConformance(t *testing.T) {
+	s := startRun(t, "-conformance")
+	base := "http://" + s.addr
+	status, m := post(t, http.DefaultClient, base+"/api/token", devLogin)
+	if status != 200 {
+		t.Fatalf("token: %d %v", status, m)
+	}
+	if got := getStatus(t, http.DefaultClient, base+"/api/me", m["access_token"].(string)); got != 200 {
+		t.Fatalf("GET /api/me: %d", got)
+	}
+	resp, err := http.Get(base + "/_sim/conformance")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Counts struct {
+			Operations, Answers, Mismatches int
+		} `json:"counts"`
+		Served []string `json:"served"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Counts.Answers != 2 || r.Counts.Mismatches != 0 || !slices.Equal(r.Served, []string{"me_singletonGet", "oauth2_token"}) {
+		t.Errorf("report %+v", r)
+	}
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -45,17 +45,18 @@ func New(t testing.TB, changes ...func(*apicsim.Config)) *apicsim.Server {
 func Start(t testing.TB, changes ...func(*apicsim.Config)) (*apicsim.Server, *httptest.Server) {
 	t.Helper()
 	sim := New(t, changes...)
-	ts := httptest.NewUnstartedServer(checked(t, sim))
+	ts := httptest.NewUnstartedServer(Checked(t, sim))
 	ts.Start()
 	t.Cleanup(ts.Close)
 	return sim, ts
 }
 
-// checked wraps sim in a conformance checker. When the test ends (after
-// its server is closed, so after every answer), each mismatch is an error
-// of the test, and the checker's report is appended to the file that
-// APICSIM_CONFORMANCE_LOG names, if any.
-func checked(t testing.TB, sim *apicsim.Server) http.Handler {
+// Checked wraps sim in a conformance checker, for a test that serves the
+// simulator in a handler of its own. When the test ends (after the
+// servers it closes at its end, so after every answer), each mismatch is
+// an error of the test, and the checker's report is appended to the file
+// that APICSIM_CONFORMANCE_LOG names, if any.
+func Checked(t testing.TB, sim *apicsim.Server) http.Handler {
 	t.Helper()
 	c, err := conformance.Load()
 	if err != nil {
@@ -91,7 +92,7 @@ func StartTLS(t testing.TB, hosts []string, changes ...func(*apicsim.Config)) (*
 		t.Fatalf("apicsim.NewCertificates: %v", err)
 	}
 	sim := New(t, changes...)
-	ts := httptest.NewUnstartedServer(checked(t, sim))
+	ts := httptest.NewUnstartedServer(Checked(t, sim))
 	ts.Config.ErrorLog = log.New(io.Discard, "", 0)
 	ts.TLS = &tls.Config{Certificates: []tls.Certificate{certs.Server}, MinVersion: tls.VersionTLS12}
 	ts.StartTLS()
