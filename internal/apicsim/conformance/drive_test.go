@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -213,6 +214,13 @@ func TestSimulatorConforms(t *testing.T) {
 	for _, op := range all {
 		if !slices.Contains(served, op) {
 			t.Errorf("operation %s was never answered with a success", op)
+		}
+	}
+	if file := os.Getenv(conformance.LogEnv); file != "" {
+		r := c.Report()
+		r.Test = t.Name()
+		if err := conformance.AppendLog(file, r); err != nil {
+			t.Error(err)
 		}
 	}
 	n := c.Counts()
