@@ -7,10 +7,10 @@
 //
 // The record is stored under a key derived from the identity alone (the
 // server, realm, user or "api_key", client id and scope, hashed), never
-// from a secret. Its content is sealed with AES-256-GCM under a key derived with
-// argon2id from the password or API key and the client secret, salted with
-// the identity's hash and mixed, when one is configured, with extra key
-// material by HKDF: a dump of the storage is useless without the secrets,
+// from a secret. Its content is sealed with AES-256-GCM under a key
+// derived with argon2id from the password or API key and the client
+// secret, salted with the identity's hash and mixed, when one is
+// configured, with extra key material by HKDF: a dump of the storage is useless without the secrets,
 // and a proxy with other credentials can neither read the record nor
 // replace it while it holds anything usable.
 package shared
