@@ -10,6 +10,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/apic-tools/apic-auth-proxy/internal/apic"
 	"github.com/apic-tools/apic-auth-proxy/internal/session"
 )
 
@@ -66,10 +67,15 @@ type identityReadiness struct {
 // identityStatus is one identity in GET /apic_auth/status.
 type identityStatus struct {
 	identityReadiness
-	Server      string        `json:"server"`
-	Realm       string        `json:"realm,omitempty"`
-	User        string        `json:"user"`
-	Grant       string        `json:"grant"`
+	Server string `json:"server"`
+	Realm  string `json:"realm,omitempty"`
+	User   string `json:"user"`
+	Grant  string `json:"grant"`
+	// Scope is the scope the tokens are asked for; absent for the
+	// registration's. TokenScopes are the held token's own, as its
+	// scopes claim names them: what it can do.
+	Scope       []string      `json:"scope,omitempty"`
+	TokenScopes []string      `json:"token_scopes,omitempty"`
 	TokenGrant  string        `json:"token_grant,omitempty"`
 	RefreshAt   *time.Time    `json:"refresh_at,omitempty"`
 	LastRefresh *time.Time    `json:"last_refresh,omitempty"`
@@ -115,7 +121,7 @@ func (id *identity) status() identityStatus {
 	st := id.sess.Status()
 	out := identityStatus{
 		identityReadiness: id.readiness(st),
-		Server:            id.server, Realm: id.realm, User: id.user, Grant: id.grant,
+		Server:            id.server, Realm: id.realm, User: id.user, Grant: id.grant, Scope: id.scope,
 		LastRefresh: timePtr(st.LastObtained), Counts: id.stats.snapshot(st.Requests), Waits: st.Waited,
 	}
 	paths, until := id.relogins.Status(time.Now())
@@ -125,6 +131,7 @@ func (id *identity) status() identityStatus {
 	if t := st.Token; t != nil {
 		out.TokenGrant = t.Grant
 		out.RefreshAt = timePtr(t.RefreshAt)
+		out.TokenScopes, _ = apic.TokenScopes(t.AccessToken)
 	}
 	return out
 }
