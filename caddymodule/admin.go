@@ -67,19 +67,19 @@ type identityReadiness struct {
 // identityStatus is one identity in GET /apic_auth/status.
 type identityStatus struct {
 	identityReadiness
-	Server string `json:"server"`
-	Realm  string `json:"realm,omitempty"`
-	User   string `json:"user"`
-	Grant  string `json:"grant"`
-	// Scope is the scope the tokens are asked for; absent for the
-	// registration's. TokenScopes are the held token's own, as its
-	// scopes claim names them: what it can do.
-	Scope       []string      `json:"scope,omitempty"`
-	TokenScopes []string      `json:"token_scopes,omitempty"`
+	Server      string        `json:"server"`
+	Realm       string        `json:"realm,omitempty"`
+	User        string        `json:"user"`
+	Grant       string        `json:"grant"`
 	TokenGrant  string        `json:"token_grant,omitempty"`
 	RefreshAt   *time.Time    `json:"refresh_at,omitempty"`
 	LastRefresh *time.Time    `json:"last_refresh,omitempty"`
 	Counts      statsSnapshot `json:"counts"`
+	// Scope is the scope the tokens are asked for; absent for the
+	// registration's. TokenScopes are the held token's own, as its
+	// scopes claim names them: what it can do.
+	Scope       []string `json:"scope,omitempty"`
+	TokenScopes []string `json:"token_scopes,omitempty"`
 	// Waits counts requests that waited for a token after the first one
 	// (the held token had expired or was refused): 0 when refreshing in
 	// time.

@@ -34,14 +34,11 @@ var identities = caddy.NewUsagePool()
 
 // identity is a token session and what it needs.
 type identity struct {
-	name   string
-	grant  string
-	server string
-	realm  string
-	user   string
-	// scope is the scope its tokens are narrowed to (sorted); nil for
-	// the registration's.
-	scope    []string
+	name     string
+	grant    string
+	server   string
+	realm    string
+	user     string
 	http     *http.Client
 	client   *apic.Client
 	sess     *session.Manager
@@ -57,6 +54,9 @@ type identity struct {
 	// nil without one.
 	shared *sharedIdentity
 	first  firstLogin
+	// scope is the scope its tokens are narrowed to (sorted); nil for
+	// the registration's.
+	scope []string
 	// scopeNote is the last comparison of a token's scopes with scope
 	// (checkTokenScopes), so that each difference is logged once.
 	scopeNote atomic.Pointer[string]

@@ -208,9 +208,9 @@ type resolved struct {
 	timeout       time.Duration
 	insecure      bool
 	caFiles       []string
-	// scope is the Scope's set, sorted; nil for none.
-	scope         []string
 	signOutOnStop bool
+	// scope is the Scope's set, sorted; nil for none.
+	scope []string
 	// noSignOut says why the session is not signed out at stop although
 	// sign_out_on_stop is on by default: "" when it is not left out.
 	noSignOut string
