@@ -10,6 +10,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/apic-tools/apic-auth-proxy/internal/apic"
 	"github.com/apic-tools/apic-auth-proxy/internal/session"
 )
 
@@ -74,6 +75,11 @@ type identityStatus struct {
 	RefreshAt   *time.Time    `json:"refresh_at,omitempty"`
 	LastRefresh *time.Time    `json:"last_refresh,omitempty"`
 	Counts      statsSnapshot `json:"counts"`
+	// Scope is the scope the tokens are asked for; absent for the
+	// registration's. TokenScopes are the held token's own, as its
+	// scopes claim names them: what it can do.
+	Scope       []string `json:"scope,omitempty"`
+	TokenScopes []string `json:"token_scopes,omitempty"`
 	// Waits counts requests that waited for a token after the first one
 	// (the held token had expired or was refused): 0 when refreshing in
 	// time.
@@ -115,7 +121,7 @@ func (id *identity) status() identityStatus {
 	st := id.sess.Status()
 	out := identityStatus{
 		identityReadiness: id.readiness(st),
-		Server:            id.server, Realm: id.realm, User: id.user, Grant: id.grant,
+		Server:            id.server, Realm: id.realm, User: id.user, Grant: id.grant, Scope: id.scope,
 		LastRefresh: timePtr(st.LastObtained), Counts: id.stats.snapshot(st.Requests), Waits: st.Waited,
 	}
 	paths, until := id.relogins.Status(time.Now())
@@ -125,6 +131,7 @@ func (id *identity) status() identityStatus {
 	if t := st.Token; t != nil {
 		out.TokenGrant = t.Grant
 		out.RefreshAt = timePtr(t.RefreshAt)
+		out.TokenScopes, _ = apic.TokenScopes(t.AccessToken)
 	}
 	return out
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/apic-tools/apic-auth-proxy/internal/apic"
 	"github.com/apic-tools/apic-auth-proxy/internal/suggest"
 )
 
@@ -38,6 +39,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		api_key        <API key: instead of username and password>
 //		client_id      <registration client id>
 //		client_secret  <registration client secret>
+//		scope          <scope> [<scope>...]
 //		refresh_before <duration>
 //		timeout        <duration>
 //		tls_insecure_skip_verify
@@ -68,7 +70,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // placeholders, resolved when the config loads; so does shared_session's
 // key. shared_session's storage block is any caddy.storage module's, as
 // in Caddy's global storage option; without it the record is in Caddy's
-// global storage.
+// global storage. scope takes the names of scopes, such as my:view
+// product:view, and may be repeated: the lines add up.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {
@@ -78,7 +81,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
 		switch opt {
-		case "tls_trusted_ca_certs", "allowed_hosts", "allowed_origins", "paths":
+		case "tls_trusted_ca_certs", "allowed_hosts", "allowed_origins", "paths", "scope":
 			// These take one or more values and may be repeated.
 		default:
 			if seen[opt] {
@@ -153,6 +156,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = listArgs(d, &h.AllowedOrigins)
 		case "paths":
 			err = listArgs(d, &h.Paths)
+		case "scope":
+			err = scopeArgs(d, &h.Scope)
 		case "shared_session":
 			h.SharedSession, err = unmarshalSharedSession(d)
 		default:
@@ -176,7 +181,7 @@ var subdirectiveNames = []string{
 	"allowed_hosts", "allowed_origins", "api_key", "apic_config_file", "client_authorization",
 	"client_id", "client_secret", "credentials", "name", "pass_sign_out", "password", "paths",
 	"realm", "refresh_before", "replay_max_body", "require_header", "rewrite_links",
-	"rewrite_links_max_body", "server", "shared_session", "sign_out_on_stop", "timeout", "tls_insecure_skip_verify",
+	"rewrite_links_max_body", "scope", "server", "shared_session", "sign_out_on_stop", "timeout", "tls_insecure_skip_verify",
 	"tls_trusted_ca_certs", "token_file", "username",
 }
 
@@ -311,6 +316,22 @@ func listArgs(d *caddyfile.Dispenser, dst *[]string) error {
 		return d.ArgErr()
 	}
 	*dst = append(*dst, args...)
+	return nil
+}
+
+// scopeArgs appends the option's one or more scope names to dst, each
+// checked (apic.CheckScope): a quoted "my:view product:view" is refused
+// here, with its line, rather than at provisioning.
+func scopeArgs(d *caddyfile.Dispenser, dst *[]string) error {
+	n := len(*dst)
+	if err := listArgs(d, dst); err != nil {
+		return err
+	}
+	for _, s := range (*dst)[n:] {
+		if err := apic.CheckScope(s); err != nil {
+			return d.Errf("scope: %v", err)
+		}
+	}
 	return nil
 }
 

@@ -82,6 +82,11 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{"sign_out_on_stop on", func(h Handler) bool { return h.SignOutOnStop != nil && *h.SignOutOnStop }},
 		{"rewrite_links", func(h Handler) bool { return h.RewriteLinks && h.RewriteLinksMaxBody == 0 }},
 		{"rewrite_links\nrewrite_links_max_body 1MiB", func(h Handler) bool { return h.RewriteLinks && h.RewriteLinksMaxBody == 1<<20 }},
+		{"scope my:view", func(h Handler) bool { return slices.Equal(h.Scope, []string{"my:view"}) }},
+		// Repeated lines add up; the set is made at provisioning.
+		{"scope my:view product:view\nscope org:view my:view", func(h Handler) bool {
+			return slices.Equal(h.Scope, []string{"my:view", "product:view", "org:view", "my:view"})
+		}},
 	} {
 		h = Handler{}
 		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("apic_auth {\n" + tc.block + "\n}")); err != nil || !tc.check(h) {
@@ -119,6 +124,12 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"apic_config_file with two paths", "apic_auth {\n apic_config_file /a /b\n}", "wrong argument count"},
 		{"bad sign_out_on_stop", "apic_auth {\n sign_out_on_stop maybe\n}", `sign_out_on_stop: want on or off, got "maybe"`},
 		{"rewrite_links value", "apic_auth {\n rewrite_links yes\n}", "wrong argument count"},
+		{"scope without a name", "apic_auth {\n scope\n}", "wrong argument count"},
+		{"scope names in one quoted value", "apic_auth {\n scope \"my:view product:view\"\n}", `scope: "my:view product:view" holds a space: give each scope as a value of its own`},
+		{"scope empty", "apic_auth {\n scope my:view \"\"\n}", "scope: an empty scope name"},
+		{"scope placeholder", "apic_auth {\n scope {env.APIC_SCOPE}\n}", `scope: "{env.APIC_SCOPE}" is a placeholder, which scope does not resolve`},
+		{"scope with a quote", "apic_auth {\n scope my:view 'x\"y'\n}", "has a character no scope name holds"},
+		{"scopes for scope", "apic_auth {\n scopes my:view\n}", `unknown option "scopes": did you mean scope?`},
 		{"bad rewrite_links_max_body", "apic_auth {\n rewrite_links_max_body off\n}", `rewrite_links_max_body: want a size such as 16MiB, got "off"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

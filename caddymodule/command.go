@@ -31,7 +31,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "apic-proxy",
-		Usage: "[--from <addr>] [--to <url>] [--credentials <credentials.json>] [--realm <realm>] [--username <user>] [--client-id <id>] [--password-file <file>] [--client-secret-file <file>] [--api-key-file <file>] [--insecure] [--ca-cert <pem>] [--timeout <duration>] [--allowed-host <host>] [--admin <addr>] [--grace-period <duration>] [--lazy] [--token-file <file>] [--apic-config-file <file>] [--shared-session redis://host:port | --shared-session-dir <dir>] [--shared-session-key-file <file>] [--demo]",
+		Usage: "[--from <addr>] [--to <url>] [--credentials <credentials.json>] [--realm <realm>] [--username <user>] [--client-id <id>] [--password-file <file>] [--client-secret-file <file>] [--api-key-file <file>] [--scope '<scope> ...'] [--insecure] [--ca-cert <pem>] [--timeout <duration>] [--allowed-host <host>] [--admin <addr>] [--grace-period <duration>] [--lazy] [--token-file <file>] [--apic-config-file <file>] [--shared-session redis://host:port | --shared-session-dir <dir>] [--shared-session-key-file <file>] [--demo]",
 		Short: "Proxy to API Connect, logging in and injecting the bearer token",
 		Long: `
 Starts a local authenticating proxy in front of an IBM API Connect
@@ -49,6 +49,13 @@ would show in ps): the password comes from APIC_PASSWORD, --password-file,
 or standard input (read without echo on a terminal); the client secret
 from APIC_CLIENT_SECRET or --client-secret-file; an API key (instead of
 username and password) from APIC_API_KEY or --api-key-file.
+
+--scope "my:view org:view product:view" (or APIC_SCOPE) narrows the token
+to these of the registration's scopes, space-separated: a proxy that only
+reads holds a token that cannot write, and API Manager answers 403 to a
+call that needs a scope the token lacks. A scope the registration lacks
+is refused at login. Without my:manage the session is not signed out at
+stop (the token cannot); it expires on its own.
 
 --from listens on 127.0.0.1:9080 by default. A port alone (":9080")
 stays on loopback; name another address to listen beyond this machine, and
@@ -102,6 +109,7 @@ catalog.
 			fs.String("from", toolkit.EnvOr("APIC_PROXY_FROM", "127.0.0.1:9080"), "address to listen on ($APIC_PROXY_FROM)")
 			toolkit.AddLoginFlags(cmd, "provider/default-idp-2")
 			toolkit.AddChoreFlags(cmd)
+			fs.String("scope", os.Getenv("APIC_SCOPE"), "narrow the token to these scopes of the registration's, space-separated ($APIC_SCOPE)")
 			fs.String("admin", "", "serve Caddy's admin API on unix//path|0600 or a loopback host:port (default off)")
 			fs.Duration("grace-period", 0, "how long a stop waits for requests in flight (default: until they end)")
 			fs.Bool("lazy", false, "do not log in at start: the first request does")
@@ -138,6 +146,8 @@ type proxyOptions struct {
 	CACerts      []string
 	Timeout      time.Duration
 	AllowedHosts []string
+	// Scope is the handler's scope: --scope split at spaces.
+	Scope []string
 	// Admin is the admin API's address; "" leaves it off.
 	Admin       string
 	GracePeriod time.Duration
@@ -165,6 +175,7 @@ func cmdAPICProxy(fl caddycmd.Flags) (int, error) {
 		Lazy:        fl.Bool("lazy"),
 		AccessLog:   fl.Bool("access-log"),
 		Debug:       fl.Bool("debug"),
+		Scope:       strings.Fields(fl.String("scope")),
 	}
 	opts.TokenFile, opts.APICConfigFile = fl.String("token-file"), fl.String("apic-config-file")
 	var err error
@@ -278,6 +289,9 @@ func (o *proxyOptions) announce(demo bool) error {
 	who := "as api key"
 	if o.APIKey == "" {
 		who = fmt.Sprintf("as %s (%s)", o.Username, o.Realm)
+	}
+	if len(o.Scope) > 0 {
+		who += " with scope " + strings.Join(apic.CanonicalScopes(o.Scope), " ")
 	}
 	line := fmt.Sprintf("ready: %s → %s %s", strings.Join(bases, ", "), o.To, who)
 	if o.Lazy || len(app.ids) == 0 {
@@ -406,13 +420,18 @@ func (o *proxyOptions) config() (*caddy.Config, string, error) {
 	if o.Timeout < 0 || o.GracePeriod < 0 {
 		return nil, "", errors.New("--timeout and --grace-period: want a positive duration")
 	}
+	for _, s := range o.Scope {
+		if err := apic.CheckScope(s); err != nil {
+			return nil, "", fmt.Errorf("--scope (APIC_SCOPE): %v", err)
+		}
+	}
 	to, _ := url.Parse(o.To)
 
 	auth := Handler{
 		Server: o.To, ClientID: creds.ClientID, ClientSecret: creds.ClientSecret,
 		Realm: creds.Realm, Username: creds.Username, Password: creds.Password, APIKey: creds.APIKey,
 		TLSInsecureSkipVerify: o.Insecure, TLSTrustedCACerts: o.CACerts,
-		AllowedHosts: o.AllowedHosts, Timeout: caddy.Duration(o.Timeout),
+		AllowedHosts: o.AllowedHosts, Timeout: caddy.Duration(o.Timeout), Scope: o.Scope,
 		TokenFile: o.TokenFile, APICConfigFile: o.APICConfigFile,
 		SharedSession: o.Shared,
 	}

@@ -52,6 +52,8 @@ func TestQuickStartConfigErrors(t *testing.T) {
 		{proxyOptions{To: "https://h"}, "missing --username (APIC_USERNAME), a password (APIC_PASSWORD, --password-file or standard input), --realm (APIC_REALM), --client-id (APIC_CLIENT_ID), a client secret (APIC_CLIENT_SECRET or --client-secret-file)"},
 		{proxyOptions{To: "https://h", Realm: "consumer:org:cat/cat-idp", Username: "u", Password: "{env.P}", ClientID: "id", ClientSecret: "{env.S}"}, `--realm (APIC_REALM) "consumer:org:cat/cat-idp": consumer realms are for the consumer API, and the proxy logs in to the platform API: want <scope>/<identity provider>, scope admin (Cloud Manager) or provider (API Manager), e.g. provider/default-idp-2; list them with apic-auth-proxy apic-realms --server https://h`},
 		{proxyOptions{To: "https://h", APIKey: "{env.K}", ClientID: "id", ClientSecret: "{env.S}", From: "9080"}, "--from: want host:port"},
+		{proxyOptions{To: "https://h", APIKey: "{env.K}", ClientID: "id", ClientSecret: "{env.S}", From: ":9080", Scope: []string{"my:view", "{env.X}"}}, `--scope (APIC_SCOPE): "{env.X}" is a placeholder, which scope does not resolve`},
+		{proxyOptions{To: "https://h", APIKey: "{env.K}", ClientID: "id", ClientSecret: "{env.S}", From: ":9080", Scope: []string{`my"view`}}, `--scope (APIC_SCOPE): "my\"view" has a character no scope name holds`},
 	} {
 		if _, _, err := tc.opts.config(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: error %v, want %q", tc.opts, err, tc.want)
@@ -140,13 +142,13 @@ func TestQuickStartProxiesWithPrefixAndHost(t *testing.T) {
 func TestQuickStartAllowedHosts(t *testing.T) {
 	opts := proxyOptions{To: "https://h", APIKey: "{env.K}", ClientID: "id", ClientSecret: "{env.S}",
 		From: "127.0.0.1:9080", AllowedHosts: []string{"apic-auth-proxy.tools.svc"},
-		TokenFile: "/run/apic/token", APICConfigFile: "~/.apiconnect/token"}
+		TokenFile: "/run/apic/token", APICConfigFile: "~/.apiconnect/token", Scope: []string{"product:view", "my:view"}}
 	cfg, _, err := opts.config()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfgJSON, _ := json.Marshal(cfg)
-	for _, want := range []string{`"allowed_hosts":["apic-auth-proxy.tools.svc"]`, `"token_file":"/run/apic/token"`, `"apic_config_file":"~/.apiconnect/token"`} {
+	for _, want := range []string{`"allowed_hosts":["apic-auth-proxy.tools.svc"]`, `"token_file":"/run/apic/token"`, `"apic_config_file":"~/.apiconnect/token"`, `"scope":["product:view","my:view"]`} {
 		if !strings.Contains(string(cfgJSON), want) {
 			t.Fatalf("config %s lacks %s", cfgJSON, want)
 		}

@@ -35,7 +35,11 @@ var fuzzCaddyfileSeeds = []struct {
 		client_authorization keep
 		pass_sign_out
 		sign_out_on_stop off
+		scope my:view org:view
+		scope product:view
 	}`, true},
+	{"apic_auth {\n\tscope \"my:view org:view\"\n}", false},
+	{"apic_auth {\n\tscope\n}", false},
 	{`apic_auth {
 		server https://apim.example.com
 		api_key {env.APIC_API_KEY}

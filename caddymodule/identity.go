@@ -54,6 +54,12 @@ type identity struct {
 	// nil without one.
 	shared *sharedIdentity
 	first  firstLogin
+	// scope is the scope its tokens are narrowed to (sorted); nil for
+	// the registration's.
+	scope []string
+	// scopeNote is the last comparison of a token's scopes with scope
+	// (checkTokenScopes), so that each difference is logged once.
+	scopeNote atomic.Pointer[string]
 }
 
 // firstLogin is the outcome of an identity's first login, started by the
@@ -81,6 +87,7 @@ func (c *resolved) poolKey() string {
 		c.name, c.server, c.creds.Realm, c.creds.Username, c.creds.Password, c.creds.APIKey,
 		c.creds.ClientID, c.creds.ClientSecret, c.refreshBefore.String(), c.timeout.String(),
 		strconv.FormatBool(c.insecure), strconv.FormatBool(c.signOutOnStop),
+		"scope", strings.Join(c.scope, " "),
 	}
 	parts = append(parts, c.caFiles...)
 	parts = append(parts, c.shared.poolParts()...)
@@ -96,8 +103,9 @@ func newIdentity(ctx caddy.Context, l *zap.Logger, c *resolved) (*identity, erro
 	if err != nil {
 		return nil, fmt.Errorf("tls_trusted_ca_certs: %v", err)
 	}
-	client := &apic.Client{Server: c.server, Credentials: c.creds, HTTP: hc, CAOption: "tls_trusted_ca_certs (apic-proxy --ca-cert)"}
-	id := &identity{server: c.server, realm: c.creds.Realm, user: c.creds.Username, grant: c.creds.Grant(), http: hc, client: client, scrub: client.Scrubber()}
+	client := &apic.Client{Server: c.server, Credentials: c.creds, HTTP: hc, CAOption: "tls_trusted_ca_certs (apic-proxy --ca-cert)",
+		Scope: c.scope, ScopeOption: "scope (apic-proxy --scope)"}
+	id := &identity{server: c.server, realm: c.creds.Realm, user: c.creds.Username, grant: c.creds.Grant(), scope: c.scope, http: hc, client: client, scrub: client.Scrubber()}
 	if c.shared != nil && c.shared.key != "" {
 		id.scrub = apic.NewScrubber(c.creds.Password, c.creds.APIKey, c.creds.ClientSecret, c.shared.key)
 	}
@@ -111,6 +119,9 @@ func newIdentity(ctx caddy.Context, l *zap.Logger, c *resolved) (*identity, erro
 	}
 	id.first.done = make(chan struct{})
 	id.setEnv(ctx, l)
+	if c.noSignOut != "" {
+		l.Info(c.noSignOut, zap.String("identity", id.name), zap.Strings("scope", c.scope))
+	}
 	opts := session.Options{
 		Fetcher:          client,
 		Grant:            c.creds.Grant(),
@@ -135,16 +146,22 @@ func newIdentity(ctx caddy.Context, l *zap.Logger, c *resolved) (*identity, erro
 }
 
 // defaultName labels an identity by the server's host and the realm (or
-// "api_key"): nothing secret, no user name, no client id.
+// "api_key"), and its scope when it has one: nothing secret, no user
+// name, no client id.
 func defaultName(c *resolved) string {
 	host := c.server
 	if u, err := url.Parse(c.server); err == nil {
 		host = u.Host + strings.TrimSuffix(u.Path, "/")
 	}
+	name := host + "/" + c.creds.Realm
 	if c.creds.APIKey != "" {
-		return host + "/api_key"
+		name = host + "/api_key"
 	}
-	return host + "/" + c.creds.Realm
+	if len(c.scope) > 0 {
+		// A narrower token of the same user is another identity.
+		name += " (scope " + strings.Join(c.scope, " ") + ")"
+	}
+	return name
 }
 
 // setEnv makes the session log and emit events through the latest config.
@@ -254,6 +271,7 @@ func (id *identity) onToken(t *session.Token, took time.Duration) {
 	}
 	id.emit(EventTokenObtained, data)
 	id.log().Info(msg, fields...)
+	id.checkTokenScopes(t)
 	id.writeSinks(t)
 }
 

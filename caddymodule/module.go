@@ -62,6 +62,14 @@ type Handler struct {
 	// ClientID and ClientSecret are the registration's. Required.
 	ClientID     string `json:"client_id,omitempty"`
 	ClientSecret string `json:"client_secret,omitempty"`
+	// Scope narrows the token to these of the registration's scopes, such
+	// as my:view org:view product:view for a proxy that only reads: it is
+	// sent in every token request, and a scope the registration lacks is
+	// refused by the server. Without my:manage the token cannot sign out:
+	// SignOutOnStop is then off, and setting it on is an error. Names the
+	// platform is not known to have are logged as a warning. Default none:
+	// the token has every scope of the registration.
+	Scope []string `json:"scope,omitempty"`
 	// RefreshBefore is how long before expiry a new token is fetched in
 	// the background. Default: a quarter of the token's lifetime (2 h of
 	// API Connect's default 8 h).
@@ -201,6 +209,11 @@ type resolved struct {
 	insecure      bool
 	caFiles       []string
 	signOutOnStop bool
+	// scope is the Scope's set, sorted; nil for none.
+	scope []string
+	// noSignOut says why the session is not signed out at stop although
+	// sign_out_on_stop is on by default: "" when it is not left out.
+	noSignOut string
 	// shared is the resolved shared_session, nil without one.
 	shared *resolvedShared
 	// sinkPaths are the resolved TokenFile and APICConfigFile (as
@@ -242,6 +255,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := cfg.check(); err != nil {
 		return err
 	}
+	h.warnUnknownScopes(cfg.scope)
 	if err := checkUpstreams(ctx); err != nil {
 		return err
 	}
@@ -306,6 +320,13 @@ func (h *Handler) resolve() (*resolved, error) {
 	if h.SignOutOnStop != nil {
 		cfg.signOutOnStop = *h.SignOutOnStop
 	}
+	var err error
+	if cfg.scope, err = resolveScope(h.Scope); err != nil {
+		return nil, err
+	}
+	if cfg.noSignOut, err = cfg.checkSignOutScope(h.SignOutOnStop); err != nil {
+		return nil, err
+	}
 	get := func(field, raw string) string {
 		v, err := resolvePlaceholders(repl, field, raw)
 		if err != nil {
@@ -362,7 +383,6 @@ func (h *Handler) resolve() (*resolved, error) {
 		if path == unresolved {
 			continue
 		}
-		var err error
 		if cfg.sinkPaths[i], err = tokensink.Resolve(path); err != nil {
 			return nil, fmt.Errorf("%s: %v", name, err)
 		}
@@ -374,7 +394,6 @@ func (h *Handler) resolve() (*resolved, error) {
 		cfg.caFiles = append(cfg.caFiles, get(fmt.Sprintf("tls_trusted_ca_certs[%d]", i), p))
 	}
 	if h.SharedSession != nil {
-		var err error
 		if cfg.shared, err = h.SharedSession.resolve(get); err != nil {
 			return nil, err
 		}

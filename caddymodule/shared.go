@@ -21,7 +21,7 @@ import (
 )
 
 // SharedSession makes the proxies that log in as the same identity (the
-// same server, realm, user or API key, and client id) share one API
+// same server, realm, user or API key, client id and scope) share one API
 // Connect session through a Caddy storage module: only the holder of the
 // storage's lock logs in or spends the refresh token, and the others take
 // the token it stored. The record is encrypted with a key derived from
@@ -120,10 +120,10 @@ type sharedIdentity struct {
 // of cfg's shared_session, if it names one.
 func newSharedIdentity(ctx caddy.Context, id *identity, c *resolved) (*sharedIdentity, error) {
 	sc := c.shared
-	sid := shared.Identity{Server: c.server, Realm: c.creds.Realm, User: c.creds.Username, ClientID: c.creds.ClientID}
+	sid := shared.Identity{Server: c.server, Realm: c.creds.Realm, User: c.creds.Username, ClientID: c.creds.ClientID, Scope: c.scope}
 	credential := c.creds.Password
 	if c.creds.APIKey != "" {
-		sid = shared.Identity{Server: c.server, APIKey: true, ClientID: c.creds.ClientID}
+		sid = shared.Identity{Server: c.server, APIKey: true, ClientID: c.creds.ClientID, Scope: c.scope}
 		credential = c.creds.APIKey
 	}
 	store, err := shared.New(shared.Options{

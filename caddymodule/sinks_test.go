@@ -47,10 +47,21 @@ func TestProvisionTokenFileErrors(t *testing.T) {
 // apic_config_file.
 func tokenFileConfig(t *testing.T, handlers ...[3]string) []byte {
 	t.Helper()
-	var hs []json.RawMessage
+	var hs []*Handler
 	for _, spec := range handlers {
 		h := simHandler("https://apim.example.com")
 		h.Password, h.TokenFile, h.APICConfigFile = spec[0], spec[1], spec[2]
+		hs = append(hs, h)
+	}
+	return handlersConfig(t, hs...)
+}
+
+// handlersConfig is a config whose one route holds the handlers, on a
+// unix socket.
+func handlersConfig(t *testing.T, handlers ...*Handler) []byte {
+	t.Helper()
+	var hs []json.RawMessage
+	for _, h := range handlers {
 		hs = append(hs, caddyconfig.JSONModuleObject(h, "handler", "apic_auth", nil))
 	}
 	routes, _ := json.Marshal([]map[string]any{{"handle": hs}})

@@ -6,11 +6,13 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/apic-tools/apic-auth-proxy/internal/apic"
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim"
 	"github.com/apic-tools/apic-auth-proxy/internal/apicsim/simtest"
 )
@@ -195,5 +197,15 @@ func TestDeployReadOnly(t *testing.T) {
 	}
 	if n := e.sim.TokenRequests("", ""); n != 1 {
 		t.Fatalf("token requests = %d, want 1", n)
+	}
+	// The token itself can only read: API Manager refuses a write that
+	// got past the matchers.
+	scopes, _ := apic.TokenScopes(strings.TrimPrefix(seen[0], "Bearer "))
+	if want := []string{"api-drafts:view", "child:view", "my:view", "org:view", "product-drafts:view", "product:view"}; !slices.Equal(apic.CanonicalScopes(scopes), want) {
+		t.Fatalf("the token's scopes are %q, want %q", scopes, want)
+	}
+	e.stop()
+	if n := e.sim.Stats().Paths["/api/me/sign-out"]; n != 0 {
+		t.Fatalf("%d sign-outs at stop with a token that cannot sign out", n)
 	}
 }

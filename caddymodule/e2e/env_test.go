@@ -681,6 +681,8 @@ type identityStatus struct {
 	State        string     `json:"state"`
 	Ready        bool       `json:"ready"`
 	Cause        string     `json:"cause"`
+	Scope        []string   `json:"scope"`
+	TokenScopes  []string   `json:"token_scopes"`
 	TokenGrant   string     `json:"token_grant"`
 	TokenExpires *time.Time `json:"token_expires"`
 	RefreshAt    *time.Time `json:"refresh_at"`

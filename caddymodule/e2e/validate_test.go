@@ -82,6 +82,14 @@ func TestValidateCatchesMistakes(t *testing.T) {
 			[]string{"reverse_proxy upstream {env.APIC_SERVER} is the URL"}, false, 0},
 		{"upstream a URL in a route before apic_auth's", site(nil, nil, "handle /api/orgs {\n\t\treverse_proxy {env.APIC_SERVER}\n\t}\n\thandle {\n\t\t"+proxy+"\n\t}"),
 			[]string{"reverse_proxy upstream {env.APIC_SERVER} is the URL"}, false, 0},
+		{"scope in one quoted value", site([]string{`scope "my:view org:view"`}, nil, proxy),
+			[]string{"holds a space: give each scope as a value of its own, such as my:view product:view"}, false, 0},
+		{"sign-out with a token that cannot", site([]string{"scope my:view org:view", "sign_out_on_stop on"}, nil, proxy),
+			[]string{"sign_out_on_stop on and scope my:view org:view exclude each other: POST /api/me/sign-out needs the scope my:manage"}, false, 0},
+		// A misspelt scope is warned of, with the name meant: a newer
+		// server may have scopes this proxy does not know.
+		{"misspelt scope", site([]string{"scope my:view prodcut:view"}, nil, proxy),
+			[]string{"scope names scopes that API Connect is not known to have", `"unknown":["prodcut:view (did you mean product:view?)"]`}, true, 0},
 		// What works passes.
 		{"upstream host:port from the environment", site(nil, nil, "reverse_proxy {env.APIC_UPSTREAM}"), nil, true, 0},
 		{"upstream expanded when adapted", site(nil, nil, "reverse_proxy {$APIC_SERVER}"), nil, true, 0},

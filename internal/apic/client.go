@@ -10,7 +10,10 @@ package apic
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -66,6 +69,16 @@ type Client struct {
 	// certificate is signed by an unknown one. Default: the hint names
 	// none.
 	CAOption string
+	// Scope, when not empty, narrows every token to these of the
+	// registration's scopes: it is sent as the scope of every token
+	// request, refreshes included, sorted, without duplicates and
+	// space-separated. Default none: the token has the registration's
+	// scopes.
+	Scope []string
+	// ScopeOption names the setting that gives Scope, such as --scope,
+	// for the hint of a token request whose scope the server refused.
+	// Default: the hint names none.
+	ScopeOption string
 }
 
 // tokenRequest is the JSON body of POST /api/token. Only the grant's own
@@ -79,12 +92,13 @@ type tokenRequest struct {
 	Realm        string `json:"realm,omitempty"`
 	ClientID     string `json:"client_id"`
 	ClientSecret string `json:"client_secret"`
+	Scope        string `json:"scope,omitempty"`
 }
 
 // Login requests a token with the primary grant (password or api_key).
 func (c *Client) Login(ctx context.Context) (*Token, error) {
 	cr := c.Credentials
-	req := tokenRequest{GrantType: cr.Grant(), ClientID: cr.ClientID, ClientSecret: cr.ClientSecret}
+	req := tokenRequest{GrantType: cr.Grant(), ClientID: cr.ClientID, ClientSecret: cr.ClientSecret, Scope: c.scope()}
 	if req.GrantType == GrantAPIKey {
 		req.APIKey = cr.APIKey
 	} else {
@@ -98,9 +112,12 @@ func (c *Client) Refresh(ctx context.Context, refreshToken string) (*Token, erro
 	cr := c.Credentials
 	return c.requestToken(ctx, tokenRequest{
 		GrantType: GrantRefreshToken, RefreshToken: refreshToken,
-		ClientID: cr.ClientID, ClientSecret: cr.ClientSecret,
+		ClientID: cr.ClientID, ClientSecret: cr.ClientSecret, Scope: c.scope(),
 	})
 }
+
+// scope is the scope of a token request: Scope's set, space-separated.
+func (c *Client) scope() string { return strings.Join(CanonicalScopes(c.Scope), " ") }
 
 func (c *Client) now() time.Time {
 	if c.Now != nil {
@@ -132,9 +149,26 @@ func (c *Client) requestToken(ctx context.Context, tr tokenRequest) (*Token, err
 		},
 	})
 	if err != nil {
+		c.scopeHint(err, tr.Scope)
 		return nil, err
 	}
 	return tok, nil
+}
+
+// scopeHint gives a token request refused with 400 for its scope (the
+// server's message names a scope) the hint of what to fix: the request
+// may ask only for scopes the registration has.
+func (c *Client) scopeHint(err error, scope string) {
+	var e *Error
+	if scope == "" || !errors.As(err, &e) || e.Kind != KindRefused || e.Status != http.StatusBadRequest ||
+		!strings.Contains(strings.ToLower(e.ServerMessage()), "scope") {
+		return
+	}
+	setting := "scope"
+	if c.ScopeOption != "" {
+		setting = c.ScopeOption
+	}
+	e.Hint = fmt.Sprintf("the request asked for scope %q: name in %s only scopes the client registration has", scope, setting)
 }
 
 // Scrubber returns the scrubber of this client's secrets.

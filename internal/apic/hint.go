@@ -24,7 +24,8 @@ type HintSettings struct {
 // LoginHint says what to do about a failed token request err to server:
 // trust the server's authority, look up the realm, check the credentials,
 // or check the address. It is "" when there is nothing to suggest (the
-// server failed or is rate limiting: that heals by itself).
+// server failed or is rate limiting: that heals by itself), or when the
+// refusal's Error carries its own hint (a scope the registration lacks).
 func LoginHint(err error, server string, s HintSettings) string {
 	var e *Error
 	if !errors.As(err, &e) {
@@ -38,6 +39,9 @@ func LoginHint(err error, server string, s HintSettings) string {
 	case KindTimeout:
 		return fmt.Sprintf("the server did not answer in time: check the network, or raise %s", s.Timeout)
 	case KindRefused:
+		if e.Hint != "" {
+			return "" // the error says what to fix itself
+		}
 		for _, m := range e.Messages {
 			if strings.Contains(strings.ToLower(m), "realm") {
 				return fmt.Sprintf("check the realm: apic-auth-proxy apic-realms --server %s lists them", server)

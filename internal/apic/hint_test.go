@@ -22,6 +22,7 @@ func TestLoginHint(t *testing.T) {
 		{&Error{Kind: KindRefused, Status: 401, Messages: []string{"Wrong credentials"}}, false, "the password and the client id and secret"},
 		{&Error{Kind: KindRefused, Status: 401}, true, "the API key and the client id and secret"},
 		{&Error{Kind: KindRefused, Status: 400}, false, "the credentials and the realm"},
+		{&Error{Kind: KindRefused, Status: 400, Hint: "name in scope only scopes the client registration has"}, false, ""},
 		{fmt.Errorf("wrapped: %w", &Error{Kind: KindTLS}), false, "--ca-cert"},
 		{&Error{Kind: KindServer, Status: 503}, false, ""},
 		{errors.New("not an apic.Error"), false, ""},

@@ -6,11 +6,11 @@
 // session package's.
 //
 // The record is stored under a key derived from the identity alone (the
-// server, realm, user or "api_key", and client id, hashed), never from a
-// secret. Its content is sealed with AES-256-GCM under a key derived with
-// argon2id from the password or API key and the client secret, salted with
-// the identity's hash and mixed, when one is configured, with extra key
-// material by HKDF: a dump of the storage is useless without the secrets,
+// server, realm, user or "api_key", client id and scope, hashed), never
+// from a secret. Its content is sealed with AES-256-GCM under a key
+// derived with argon2id from the password or API key and the client
+// secret, salted with the identity's hash and mixed, when one is
+// configured, with extra key material by HKDF: a dump of the storage is useless without the secrets,
 // and a proxy with other credentials can neither read the record nor
 // replace it while it holds anything usable.
 package shared
@@ -29,6 +29,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/argon2"
+
+	"github.com/apic-tools/apic-auth-proxy/internal/apic"
 )
 
 // Identity names the API Connect session a fleet shares: the proxies with
@@ -43,17 +45,27 @@ type Identity struct {
 	APIKey bool
 	// ClientID is the registration's.
 	ClientID string
+	// Scope is the scope the proxies ask for: proxies that ask for other
+	// scopes hold other tokens, in records of their own. The same set in
+	// another order, or with duplicates, is the same scope. Empty: the
+	// registration's scopes.
+	Scope []string
 }
 
 // Hash is a hex SHA-256 of the identity: what names its record and salts
-// its key. It holds no secret.
+// its key. It holds no secret. An identity without a scope hashes as it
+// did before scopes were part of it, so that a fleet keeps its record.
 func (id Identity) Hash() string {
 	user := id.Realm + "\x00" + id.User
 	if id.APIKey {
 		user = "api_key"
 	}
+	parts := []string{"apic-auth-proxy shared session", strings.TrimSuffix(id.Server, "/"), user, id.ClientID}
+	if scope := apic.CanonicalScopes(id.Scope); len(scope) > 0 {
+		parts = append(parts, "scope", strings.Join(scope, " "))
+	}
 	h := sha256.New()
-	for _, p := range []string{"apic-auth-proxy shared session", strings.TrimSuffix(id.Server, "/"), user, id.ClientID} {
+	for _, p := range parts {
 		h.Write([]byte(p))
 		h.Write([]byte{0})
 	}

@@ -111,3 +111,32 @@ func saveLoad(b *testing.B, s *Store) {
 		b.Fatal(err)
 	}
 }
+
+// TestIdentityHashScope: the scope is part of the identity, as a set; an
+// identity without one keeps the hash it had before scopes were part of
+// it, so that a fleet's record outlives an upgrade.
+func TestIdentityHashScope(t *testing.T) {
+	// The hash of testID as the proxies before the scope option store it.
+	const before = "c49b2551251748c2af66ffae774c382292312e2628b2f17d7f4d33526022b4c9"
+	if got := testID.Hash(); got != before {
+		t.Errorf("the hash of an identity without scope changed: %s, want %s", got, before)
+	}
+	with := func(scope ...string) string {
+		id := testID
+		id.Scope = scope
+		return id.Hash()
+	}
+	if with() != before || with([]string{}...) != before {
+		t.Error("an empty scope hashes other than no scope")
+	}
+	readOnly := with("my:view", "product:view")
+	if readOnly == before {
+		t.Error("a scope does not change the hash")
+	}
+	if with("product:view", "my:view", "my:view") != readOnly {
+		t.Error("the same set of scopes in another order hashes otherwise")
+	}
+	if with("my:view") == readOnly || with("my:view", "product:view", "my:manage") == readOnly {
+		t.Error("other scopes hash the same")
+	}
+}

@@ -366,10 +366,16 @@ func TestOtherCredentialsCannotRead(t *testing.T) {
 	otherUser := testID
 	otherUser.User = "ops-admin-2"
 	otherUsers := newStore(t, nil, otherUser, testSecrets, 0)
+	// The same user and secrets asking for a narrower token: a read-only
+	// proxy of the fleet must never take the full token.
+	readOnly := testID
+	readOnly.Scope = []string{"my:view", "org:view"}
+	readOnlys := newStore(t, nil, readOnly, testSecrets, 0)
 	eachBackend(t, false, func(t *testing.T, b backend, ctx context.Context) {
 		st := b.open(t)
 		a.SetStorage(st)
 		otherUsers.SetStorage(st)
+		readOnlys.SetStorage(st)
 		for _, r := range readers {
 			r.SetStorage(b.open(t))
 		}
@@ -402,6 +408,14 @@ func TestOtherCredentialsCannotRead(t *testing.T) {
 		rec, isDead, err = otherUsers.Load(ctx)
 		if rec != nil || isDead || err != nil {
 			t.Errorf("another user's Load = %v, %v, %v; want nil, false, nil", rec, isDead, err)
+		}
+		// A proxy of a narrower scope has a record of its own too.
+		if err := a.Save(ctx, liveRecord(4)); err != nil {
+			t.Fatalf("Save: %v", err)
+		}
+		rec, isDead, err = readOnlys.Load(ctx)
+		if rec != nil || isDead || err != nil {
+			t.Errorf("a narrower scope's Load = %v, %v, %v; want nil, false, nil", rec, isDead, err)
 		}
 	})
 }
