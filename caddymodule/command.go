@@ -315,17 +315,15 @@ func (o *proxyOptions) announce(demo bool) error {
 		if strings.HasPrefix(base, "unix socket ") {
 			base = "--unix-socket " + strings.TrimPrefix(base, "unix socket ") + " http://localhost"
 		}
-		fmt.Printf(`
-apic-auth-proxy demo: proxying %s to the built-in API Connect simulator at %s
-as the Cloud Manager user %s (realm %s). Try:
-
-  curl %s/api/me
-  curl %s/api/orgs
-  curl %s/api/cloud/orgs
-  curl %s/api/cloud/registrations
-
-Stop with Ctrl-C.
-`, base, o.To, o.Username, o.Realm, base, base, base, base)
+		who, tries := "Cloud Manager", []string{"/api/me", "/api/orgs", "/api/cloud/orgs", "/api/cloud/registrations"}
+		if !strings.HasPrefix(o.Realm, "admin/") {
+			who, tries = "API Manager", []string{"/api/me", "/api/orgs", "/api/orgs/localtest/catalogs", "/api/catalogs/localtest/sandbox/products"}
+		}
+		fmt.Printf("\napic-auth-proxy demo: proxying %s to the built-in API Connect simulator at %s\nas the %s user %s (realm %s). Try:\n\n", base, o.To, who, o.Username, o.Realm)
+		for _, p := range tries {
+			fmt.Printf("  curl %s%s\n", base, p)
+		}
+		fmt.Print("\nStop with Ctrl-C.\n")
 	}
 	return nil
 }

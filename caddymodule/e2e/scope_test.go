@@ -90,7 +90,7 @@ func TestQuickStartScope(t *testing.T) {
 			if status, body := call(t, addr, "GET", "/api/me", ""); status != http.StatusOK || !strings.Contains(string(body), `"username":"developer"`) {
 				t.Fatalf("GET /api/me: %d %s", status, body)
 			}
-			status, body := call(t, addr, "POST", "/api/cloud/api-keys", `{"client_type":"toolkit"}`)
+			status, body := call(t, addr, "POST", "/api/cloud/api-keys", `{"client_type":"toolkit","description":"made by a test"}`)
 			if tc.canManage {
 				if status != http.StatusCreated {
 					t.Fatalf("POST /api/cloud/api-keys with my:manage: %d %s", status, body)

@@ -201,6 +201,24 @@ func TestQuickStartDemoStartsQuietly(t *testing.T) {
 	}
 }
 
+// TestQuickStartDemoAsAPIManagerUser runs --demo with the provider realm:
+// it proxies as the simulator's API Manager user, who reaches the provider
+// org's catalogs; a realm the simulator has no user in is refused.
+func TestQuickStartDemoAsAPIManagerUser(t *testing.T) {
+	p := startProc(t, "", nil, "apic-proxy", "--demo", "--realm", "provider/default-idp-2", "--from", "127.0.0.1:0")
+	line := p.awaitReady()
+	addr := readyAddr(t, line, strings.Fields(line)[3], "developer (provider/default-idp-2)")
+	for _, path := range []string{"/api/me", "/api/orgs/localtest/catalogs", "/api/catalogs/localtest/sandbox/products"} {
+		if status := get(t, addr, path); status != http.StatusOK {
+			t.Errorf("GET %s: %d, want 200", path, status)
+		}
+	}
+	bad := startProc(t, "", nil, "apic-proxy", "--demo", "--realm", "provider/nope", "--from", "127.0.0.1:0")
+	if code := bad.awaitExit(); code != 1 || !strings.Contains(bad.stderr(), "the simulator has no user in realm") || !strings.Contains(bad.stderr(), "provider/nope") {
+		t.Fatalf("--demo --realm provider/nope: exit %d:\n%s", code, bad.stderr())
+	}
+}
+
 // TestQuickStartRefusesTakenPort runs two quick starts on one port: the
 // second exits 1 naming the address, and every request still reaches the
 // first.
