@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -75,7 +76,7 @@ func ParseRegistrationDocument(data []byte) (*RegistrationDocument, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, errors.New("the document is empty")
 		}
-		return nil, fmt.Errorf("not YAML or JSON: %v", err)
+		return nil, fmt.Errorf("not YAML or JSON: %s", yamlErrorWithoutText(err))
 	}
 	var more yaml.Node
 	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
@@ -163,4 +164,14 @@ func (d *RegistrationDocument) body() ([]byte, error) {
 		return nil, fmt.Errorf("registration %s: cannot encode the document as JSON", d.Name)
 	}
 	return b, nil
+}
+
+// quotedText is what YAML errors quote of the document: anchor names,
+// scalars.
+var quotedText = regexp.MustCompile("'[^']*'|`[^`]*`")
+
+// yamlErrorWithoutText returns a YAML error's message with what it quotes
+// of the document left out: that text may be a secret.
+func yamlErrorWithoutText(err error) string {
+	return quotedText.ReplaceAllString(err.Error(), "…")
 }

@@ -77,7 +77,7 @@ func ParseToolkitTokens(name string, data []byte) (*ToolkitTokens, error) {
 	tt := &ToolkitTokens{}
 	if len(bytes.TrimSpace(data)) > 0 {
 		if err := yaml.Unmarshal(data, &tt.doc); err != nil {
-			return nil, fmt.Errorf("%s is not YAML (%v): move it aside or name another file", name, err)
+			return nil, fmt.Errorf("%s is not YAML (%s): move it aside or name another file", name, yamlErrorWithoutText(err))
 		}
 	}
 	if tt.doc.Kind == 0 {

@@ -142,3 +142,11 @@ func TestToolkitTokensRemove(t *testing.T) {
 		t.Fatal("the last entry was not removed")
 	}
 }
+
+func TestParseToolkitTokensErrorQuotesNothing(t *testing.T) {
+	const token = "eyJhbGciOiJSUzI1NiJ9-token-text"
+	_, err := ParseToolkitTokens("token", []byte("*"+token+"\naccess_token: x\n"))
+	if err == nil || strings.Contains(err.Error(), token) {
+		t.Fatalf("error %v, want one that does not quote the file", err)
+	}
+}
