@@ -246,6 +246,17 @@ func (k *apiKeyState) view(r *http.Request, secret string) apiKeyView {
 	}
 }
 
+// readOnly are the read-only properties of every resource's schema: a
+// request may carry them, and they are ignored.
+type readOnly struct {
+	Type       string `json:"type"`
+	APIVersion string `json:"api_version"`
+	ID         string `json:"id"`
+	URL        string `json:"url"`
+	CreatedAt  string `json:"created_at"`
+	UpdatedAt  string `json:"updated_at"`
+}
+
 // apiKeyCreate is POST /api/cloud/api-keys's body: the APIKey schema, and
 // description, which the operation requires though the schema does not
 // declare it.
@@ -266,13 +277,7 @@ type apiKeyCreate struct {
 	TokenJTI    string            `json:"token_jti"`
 	UserURL     string            `json:"user_url"`
 	APIKey      string            `json:"api_key"`
-	// Read-only, ignored.
-	Type       string `json:"type"`
-	APIVersion string `json:"api_version"`
-	ID         string `json:"id"`
-	CreatedAt  string `json:"created_at"`
-	UpdatedAt  string `json:"updated_at"`
-	URL        string `json:"url"`
+	readOnly
 }
 
 func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request, c *call) {
@@ -446,13 +451,7 @@ type registrationDoc struct {
 	Metadata                      map[string]string `json:"metadata"`
 	RegistrationPublicCertificate *string           `json:"registration_public_certificate"`
 	CloudSettingURLs              []string          `json:"cloud_setting_urls"`
-	// Read-only, ignored.
-	Type       string `json:"type"`
-	APIVersion string `json:"api_version"`
-	ID         string `json:"id"`
-	URL        string `json:"url"`
-	CreatedAt  string `json:"created_at"`
-	UpdatedAt  string `json:"updated_at"`
+	readOnly
 }
 
 // check refuses values outside the document's enums.

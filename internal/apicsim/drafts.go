@@ -108,14 +108,8 @@ type draftAPIDoc struct {
 	Enforced              *bool             `json:"enforced"`
 	RemoteAPI             map[string]any    `json:"remote_api"`
 	WSDL                  map[string]any    `json:"wsdl"`
-	// Read-only or derived, ignored.
-	Type       string `json:"type"`
-	APIVersion string `json:"api_version"`
-	ID         string `json:"id"`
-	URL        string `json:"url"`
-	OrgURL     string `json:"org_url"`
-	CreatedAt  string `json:"created_at"`
-	UpdatedAt  string `json:"updated_at"`
+	OrgURL                string            `json:"org_url"` // derived, ignored
+	readOnly
 }
 
 func draftAPIInput(doc map[string]any) (draftInput, *requestError) {
@@ -171,14 +165,8 @@ type draftProductDoc struct {
 	PortalTypes  []string          `json:"portal_types"`
 	Catalogs     []map[string]any  `json:"catalogs"`
 	ProductKind  map[string]any    `json:"product_kind"`
-	// Read-only or derived, ignored.
-	Type       string `json:"type"`
-	APIVersion string `json:"api_version"`
-	ID         string `json:"id"`
-	URL        string `json:"url"`
-	OrgURL     string `json:"org_url"`
-	CreatedAt  string `json:"created_at"`
-	UpdatedAt  string `json:"updated_at"`
+	OrgURL       string            `json:"org_url"` // derived, ignored
+	readOnly
 }
 
 func draftProductInput(doc map[string]any) (draftInput, *requestError) {
@@ -460,30 +448,6 @@ func parseDocument(part string, data []byte) (map[string]any, *requestError) {
 	return doc, nil
 }
 
-// find returns the org's drafts of the kind matching the request: by id
-// ({ref}), by name ({ref} when no id matches), or by name and version.
-func (k *draftKind) find(o *orgState, c *call) (one *draftState, byName []*draftState) {
-	for _, d := range *k.drafts(o) {
-		switch {
-		case c.params["ref"] != "" && d.id == c.params["ref"]:
-			return d, nil
-		case c.params["ref"] != "" && d.in.name == c.params["ref"]:
-			byName = append(byName, d)
-		case c.params["name"] != "" && d.in.name == c.params["name"] && d.in.version == c.params["version"]:
-			return d, nil
-		}
-	}
-	return nil, byName
-}
-
-func (k *draftKind) notFound(w http.ResponseWriter, r *http.Request, c *call) {
-	ref := c.params["ref"]
-	if ref == "" {
-		ref = c.params["name"] + "/" + c.params["version"]
-	}
-	writeError(w, r, http.StatusNotFound, fmt.Sprintf("The %s %s was not found.", k.noun, ref))
-}
-
 // taken reports whether another draft of the org has name and version.
 func (k *draftKind) taken(o *orgState, self *draftState, name, version string) bool {
 	return slices.ContainsFunc(*k.drafts(o), func(d *draftState) bool {
@@ -534,52 +498,17 @@ func (s *Server) listDrafts(k *draftKind) func(http.ResponseWriter, *http.Reques
 	}
 }
 
-// getDraftRef answers {ref}: the draft with that id, or the list of the
-// drafts with that name.
-func (s *Server) getDraftRef(k *draftKind) func(http.ResponseWriter, *http.Request, *call) {
-	return func(w http.ResponseWriter, r *http.Request, c *call) {
-		o := s.lockedOrg(w, r, c)
-		if o == nil {
-			return
-		}
-		one, byName := k.find(o, c)
-		var views []map[string]any
-		for _, d := range byName {
-			views = append(views, d.view(r))
-		}
-		var v map[string]any
-		if one != nil {
-			v = one.view(r)
-		}
-		s.mu.Unlock()
-		switch {
-		case one != nil:
-			replyOne(w, r, http.StatusOK, v)
-		case len(views) > 0:
-			replyList(w, r, views)
-		default:
-			k.notFound(w, r, c)
-		}
-	}
-}
-
+// getDraft answers {ref} (the draft with that id, or those with that
+// name) and {name}/{version}.
 func (s *Server) getDraft(k *draftKind) func(http.ResponseWriter, *http.Request, *call) {
 	return func(w http.ResponseWriter, r *http.Request, c *call) {
 		o := s.lockedOrg(w, r, c)
 		if o == nil {
 			return
 		}
-		one, _ := k.find(o, c)
-		var v map[string]any
-		if one != nil {
-			v = one.view(r)
-		}
+		a := answerVersioned(*k.drafts(o), c, func(d *draftState) any { return d.view(r) }, k.noun, "")
 		s.mu.Unlock()
-		if one == nil {
-			k.notFound(w, r, c)
-			return
-		}
-		replyOne(w, r, http.StatusOK, v)
+		a.reply(w, r, c)
 	}
 }
 
@@ -594,10 +523,10 @@ func (s *Server) updateDraft(k *draftKind) func(http.ResponseWriter, *http.Reque
 		if o == nil {
 			return
 		}
-		d, _ := k.find(o, c)
-		if d == nil {
+		d, _, found := findVersioned(*k.drafts(o), c)
+		if !found {
 			s.mu.Unlock()
-			k.notFound(w, r, c)
+			notFound(w, r, c, k.noun, "")
 			return
 		}
 		next := d.in
@@ -639,20 +568,20 @@ func (s *Server) deleteDraftRef(k *draftKind) func(http.ResponseWriter, *http.Re
 		if o == nil {
 			return
 		}
-		one, byName := k.find(o, c)
-		if one == nil && len(byName) == 0 {
+		one, byName, found := findVersioned(*k.drafts(o), c)
+		if !found && len(byName) == 0 {
 			s.mu.Unlock()
-			k.notFound(w, r, c)
+			notFound(w, r, c, k.noun, "")
 			return
 		}
 		var v map[string]any
-		if one != nil {
+		if found {
 			v = one.view(r)
 			byName = []*draftState{one}
 		}
 		*k.drafts(o) = slices.DeleteFunc(*k.drafts(o), func(d *draftState) bool { return slices.Contains(byName, d) })
 		s.mu.Unlock()
-		if one == nil {
+		if !found {
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}
@@ -666,10 +595,10 @@ func (s *Server) deleteDraft(k *draftKind) func(http.ResponseWriter, *http.Reque
 		if o == nil {
 			return
 		}
-		d, _ := k.find(o, c)
-		if d == nil {
+		d, _, found := findVersioned(*k.drafts(o), c)
+		if !found {
 			s.mu.Unlock()
-			k.notFound(w, r, c)
+			notFound(w, r, c, k.noun, "")
 			return
 		}
 		*k.drafts(o) = slices.DeleteFunc(*k.drafts(o), func(x *draftState) bool { return x == d })

@@ -185,14 +185,9 @@ type catalogDoc struct {
 	OwnerURL string            `json:"owner_url"`
 	Gateways []string          `json:"gateways"`
 	Portals  []string          `json:"portals"`
-	// Read-only or derived, ignored.
-	Type                             string   `json:"type"`
-	APIVersion                       string   `json:"api_version"`
-	ID                               string   `json:"id"`
-	URL                              string   `json:"url"`
+	readOnly
+	// Derived, ignored.
 	OrgURL                           string   `json:"org_url"`
-	CreatedAt                        string   `json:"created_at"`
-	UpdatedAt                        string   `json:"updated_at"`
 	NumAPIs                          *int     `json:"num_apis"`
 	NumProducts                      *int     `json:"num_products"`
 	AppURLs                          []string `json:"app_urls"`

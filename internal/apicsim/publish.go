@@ -340,45 +340,6 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// findProducts returns the catalog's product with the id {ref}, or those
-// with the name {ref}, or the one with {name} and {version}.
-func (c *catalogState) findProducts(cl *call) (one *productState, byName []*productState) {
-	for _, p := range c.products {
-		switch {
-		case cl.params["ref"] != "" && p.id == cl.params["ref"]:
-			return p, nil
-		case cl.params["ref"] != "" && p.info.name == cl.params["ref"]:
-			byName = append(byName, p)
-		case cl.params["name"] != "" && p.info.name == cl.params["name"] && p.info.version == cl.params["version"]:
-			return p, nil
-		}
-	}
-	return nil, byName
-}
-
-// findAPIs is findProducts for APIs.
-func (c *catalogState) findAPIs(cl *call) (one *apiState, byName []*apiState) {
-	for _, a := range c.apis {
-		switch {
-		case cl.params["ref"] != "" && a.id == cl.params["ref"]:
-			return a, nil
-		case cl.params["ref"] != "" && a.info.name == cl.params["ref"]:
-			byName = append(byName, a)
-		case cl.params["name"] != "" && a.info.name == cl.params["name"] && a.info.version == cl.params["version"]:
-			return a, nil
-		}
-	}
-	return nil, byName
-}
-
-func notFoundIn(w http.ResponseWriter, r *http.Request, c *call, noun string) {
-	ref := c.params["ref"]
-	if ref == "" {
-		ref = c.params["name"] + "/" + c.params["version"]
-	}
-	writeError(w, r, http.StatusNotFound, fmt.Sprintf("The %s %s was not found in catalog %s.", noun, ref, c.params["catalog"]))
-}
-
 func (s *Server) listProducts(w http.ResponseWriter, r *http.Request, c *call) {
 	cat := s.lockedCatalog(w, r, c)
 	if cat == nil {
@@ -392,47 +353,16 @@ func (s *Server) listProducts(w http.ResponseWriter, r *http.Request, c *call) {
 	replyList(w, r, views)
 }
 
-func (s *Server) getProductRef(w http.ResponseWriter, r *http.Request, c *call) {
-	cat := s.lockedCatalog(w, r, c)
-	if cat == nil {
-		return
-	}
-	one, byName := cat.findProducts(c)
-	var views []productView
-	for _, p := range byName {
-		views = append(views, p.view(r))
-	}
-	var v productView
-	if one != nil {
-		v = one.view(r)
-	}
-	s.mu.Unlock()
-	switch {
-	case one != nil:
-		replyOne(w, r, http.StatusOK, v)
-	case len(views) > 0:
-		replyList(w, r, views)
-	default:
-		notFoundIn(w, r, c, "product")
-	}
-}
-
+// getProduct answers {ref} (the product with that id, or those with
+// that name) and {name}/{version}.
 func (s *Server) getProduct(w http.ResponseWriter, r *http.Request, c *call) {
 	cat := s.lockedCatalog(w, r, c)
 	if cat == nil {
 		return
 	}
-	one, _ := cat.findProducts(c)
-	var v productView
-	if one != nil {
-		v = one.view(r)
-	}
+	a := answerVersioned(cat.products, c, func(p *productState) any { return p.view(r) }, "product", " in catalog "+c.params["catalog"])
 	s.mu.Unlock()
-	if one == nil {
-		notFoundIn(w, r, c, "product")
-		return
-	}
-	replyOne(w, r, http.StatusOK, v)
+	a.reply(w, r, c)
 }
 
 // deleteProduct deletes the product with the id {ref} or with {name} and
@@ -442,10 +372,10 @@ func (s *Server) deleteProduct(w http.ResponseWriter, r *http.Request, c *call) 
 	if cat == nil {
 		return
 	}
-	one, _ := cat.findProducts(c)
-	if one == nil {
+	one, _, found := findVersioned(cat.products, c)
+	if !found {
 		s.mu.Unlock()
-		notFoundIn(w, r, c, "product")
+		notFound(w, r, c, "product", " in catalog "+c.params["catalog"])
 		return
 	}
 	v := one.view(r)
@@ -468,47 +398,16 @@ func (s *Server) listAPIs(w http.ResponseWriter, r *http.Request, c *call) {
 	replyList(w, r, views)
 }
 
-func (s *Server) getAPIRef(w http.ResponseWriter, r *http.Request, c *call) {
-	cat := s.lockedCatalog(w, r, c)
-	if cat == nil {
-		return
-	}
-	one, byName := cat.findAPIs(c)
-	var views []apiView
-	for _, a := range byName {
-		views = append(views, a.view(r))
-	}
-	var v apiView
-	if one != nil {
-		v = one.view(r)
-	}
-	s.mu.Unlock()
-	switch {
-	case one != nil:
-		replyOne(w, r, http.StatusOK, v)
-	case len(views) > 0:
-		replyList(w, r, views)
-	default:
-		notFoundIn(w, r, c, "API")
-	}
-}
-
+// getAPI answers {ref} (the API with that id, or those with that name)
+// and {name}/{version}.
 func (s *Server) getAPI(w http.ResponseWriter, r *http.Request, c *call) {
 	cat := s.lockedCatalog(w, r, c)
 	if cat == nil {
 		return
 	}
-	one, _ := cat.findAPIs(c)
-	var v apiView
-	if one != nil {
-		v = one.view(r)
-	}
+	a := answerVersioned(cat.apis, c, func(a *apiState) any { return a.view(r) }, "API", " in catalog "+c.params["catalog"])
 	s.mu.Unlock()
-	if one == nil {
-		notFoundIn(w, r, c, "API")
-		return
-	}
-	replyOne(w, r, http.StatusOK, v)
+	a.reply(w, r, c)
 }
 
 // PublishUpload returns a publish upload for tests and benchmarks: a

@@ -48,7 +48,7 @@ func (s *Server) routes() []route {
 
 		{method: "POST", pattern: "/orgs/{org}/drafts/draft-apis", scope: "api-drafts:edit", serve: s.createDraft(draftAPIs)},
 		{method: "GET", pattern: "/orgs/{org}/drafts/draft-apis", scope: "api-drafts:view", serve: s.listDrafts(draftAPIs)},
-		{method: "GET", pattern: "/orgs/{org}/drafts/draft-apis/{ref}", scope: "api-drafts:view", serve: s.getDraftRef(draftAPIs)},
+		{method: "GET", pattern: "/orgs/{org}/drafts/draft-apis/{ref}", scope: "api-drafts:view", serve: s.getDraft(draftAPIs)},
 		{method: "PATCH", pattern: "/orgs/{org}/drafts/draft-apis/{ref}", scope: "api-drafts:edit", serve: s.updateDraft(draftAPIs)},
 		{method: "DELETE", pattern: "/orgs/{org}/drafts/draft-apis/{ref}", scope: "api-drafts:edit", serve: s.deleteDraftRef(draftAPIs)},
 		{method: "GET", pattern: "/orgs/{org}/drafts/draft-apis/{name}/{version}", scope: "api-drafts:view", serve: s.getDraft(draftAPIs)},
@@ -57,7 +57,7 @@ func (s *Server) routes() []route {
 
 		{method: "POST", pattern: "/orgs/{org}/drafts/draft-products", scope: "product-drafts:edit", serve: s.createDraft(draftProducts)},
 		{method: "GET", pattern: "/orgs/{org}/drafts/draft-products", scope: "product-drafts:view", serve: s.listDrafts(draftProducts)},
-		{method: "GET", pattern: "/orgs/{org}/drafts/draft-products/{ref}", scope: "product-drafts:view", serve: s.getDraftRef(draftProducts)},
+		{method: "GET", pattern: "/orgs/{org}/drafts/draft-products/{ref}", scope: "product-drafts:view", serve: s.getDraft(draftProducts)},
 		{method: "PATCH", pattern: "/orgs/{org}/drafts/draft-products/{ref}", scope: "product-drafts:edit", serve: s.updateDraft(draftProducts)},
 		{method: "DELETE", pattern: "/orgs/{org}/drafts/draft-products/{ref}", scope: "product-drafts:edit", serve: s.deleteDraftRef(draftProducts)},
 		{method: "GET", pattern: "/orgs/{org}/drafts/draft-products/{name}/{version}", scope: "product-drafts:view", serve: s.getDraft(draftProducts)},
@@ -66,12 +66,12 @@ func (s *Server) routes() []route {
 
 		{method: "POST", pattern: "/catalogs/{org}/{catalog}/publish", scope: "product:manage", serve: s.publish},
 		{method: "GET", pattern: "/catalogs/{org}/{catalog}/products", scope: "product:view", serve: s.listProducts},
-		{method: "GET", pattern: "/catalogs/{org}/{catalog}/products/{ref}", scope: "product:view", serve: s.getProductRef},
+		{method: "GET", pattern: "/catalogs/{org}/{catalog}/products/{ref}", scope: "product:view", serve: s.getProduct},
 		{method: "DELETE", pattern: "/catalogs/{org}/{catalog}/products/{ref}", scope: "product:manage", serve: s.deleteProduct},
 		{method: "GET", pattern: "/catalogs/{org}/{catalog}/products/{name}/{version}", scope: "product:view", serve: s.getProduct},
 		{method: "DELETE", pattern: "/catalogs/{org}/{catalog}/products/{name}/{version}", scope: "product:manage", serve: s.deleteProduct},
 		{method: "GET", pattern: "/catalogs/{org}/{catalog}/apis", scope: "product:view", serve: s.listAPIs},
-		{method: "GET", pattern: "/catalogs/{org}/{catalog}/apis/{ref}", scope: "product:view", serve: s.getAPIRef},
+		{method: "GET", pattern: "/catalogs/{org}/{catalog}/apis/{ref}", scope: "product:view", serve: s.getAPI},
 		{method: "GET", pattern: "/catalogs/{org}/{catalog}/apis/{name}/{version}", scope: "product:view", serve: s.getAPI},
 
 		{method: "POST", pattern: "/cloud/api-keys", scope: "my:manage", serve: s.createAPIKey},
