@@ -560,9 +560,10 @@ func (s *Server) updateDraft(k *draftKind) func(http.ResponseWriter, *http.Reque
 	}
 }
 
-// deleteDraftRef deletes the draft with the id {ref} (answering it), or
-// every version of the name {ref} (answering 204).
-func (s *Server) deleteDraftRef(k *draftKind) func(http.ResponseWriter, *http.Request, *call) {
+// deleteDraft deletes the draft with the id {ref} or with {name} and
+// {version} (answering it), or every version of the name {ref} (answering
+// 204).
+func (s *Server) deleteDraft(k *draftKind) func(http.ResponseWriter, *http.Request, *call) {
 	return func(w http.ResponseWriter, r *http.Request, c *call) {
 		o := s.lockedOrg(w, r, c)
 		if o == nil {
@@ -585,25 +586,6 @@ func (s *Server) deleteDraftRef(k *draftKind) func(http.ResponseWriter, *http.Re
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}
-		reply(w, r, http.StatusOK, v)
-	}
-}
-
-func (s *Server) deleteDraft(k *draftKind) func(http.ResponseWriter, *http.Request, *call) {
-	return func(w http.ResponseWriter, r *http.Request, c *call) {
-		o := s.lockedOrg(w, r, c)
-		if o == nil {
-			return
-		}
-		d, _, found := findVersioned(*k.drafts(o), c)
-		if !found {
-			s.mu.Unlock()
-			notFound(w, r, c, k.noun, "")
-			return
-		}
-		*k.drafts(o) = slices.DeleteFunc(*k.drafts(o), func(x *draftState) bool { return x == d })
-		v := d.view(r)
-		s.mu.Unlock()
 		reply(w, r, http.StatusOK, v)
 	}
 }
