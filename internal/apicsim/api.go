@@ -346,10 +346,7 @@ func (s *Server) userAPIKeys(u *userState) []*apiKeyState {
 
 func (s *Server) listAPIKeys(w http.ResponseWriter, r *http.Request, c *call) {
 	s.mu.Lock()
-	var views []apiKeyView
-	for _, k := range s.userAPIKeys(c.tok.user) {
-		views = append(views, k.view(r, ""))
-	}
+	views := viewsOf(s.userAPIKeys(c.tok.user), func(k *apiKeyState) apiKeyView { return k.view(r, "") })
 	s.mu.Unlock()
 	replyList(w, r, views)
 }
@@ -475,10 +472,7 @@ func (s *Server) sortedRegistrations() []*regState {
 
 func (s *Server) listRegistrations(w http.ResponseWriter, r *http.Request, _ *call) {
 	s.mu.Lock()
-	var views []registrationView
-	for _, reg := range s.sortedRegistrations() {
-		views = append(views, reg.view(r, maskedSecret))
-	}
+	views := viewsOf(s.sortedRegistrations(), func(reg *regState) registrationView { return reg.view(r, maskedSecret) })
 	s.mu.Unlock()
 	replyList(w, r, views)
 }

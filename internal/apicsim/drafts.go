@@ -489,10 +489,7 @@ func (s *Server) listDrafts(k *draftKind) func(http.ResponseWriter, *http.Reques
 		if o == nil {
 			return
 		}
-		var views []map[string]any
-		for _, d := range *k.drafts(o) {
-			views = append(views, d.view(r))
-		}
+		views := viewsOf(*k.drafts(o), func(d *draftState) map[string]any { return d.view(r) })
 		s.mu.Unlock()
 		replyList(w, r, views)
 	}

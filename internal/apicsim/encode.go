@@ -314,6 +314,17 @@ type list struct {
 	Results      []map[string]any `json:"results"`
 }
 
+// viewsOf returns the view of each item, in their order; the views are
+// taken while the simulator's lock is held, so that replyList can encode
+// them after it is released.
+func viewsOf[T, V any](items []T, view func(T) V) []V {
+	views := make([]V, 0, len(items))
+	for _, it := range items {
+		views = append(views, view(it))
+	}
+	return views
+}
+
 // replyList answers a collection of resources in their order, honouring
 // offset, limit and fields; total_results counts them all.
 func replyList[T any](w http.ResponseWriter, r *http.Request, items []T) {

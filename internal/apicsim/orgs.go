@@ -94,10 +94,7 @@ func (s *Server) listMyOrgs(w http.ResponseWriter, r *http.Request, c *call) {
 
 func (s *Server) listCloudOrgs(w http.ResponseWriter, r *http.Request, _ *call) {
 	s.mu.Lock()
-	var views []orgView
-	for _, o := range s.orgs {
-		views = append(views, o.view(r))
-	}
+	views := viewsOf(s.orgs, func(o *orgState) orgView { return o.view(r) })
 	s.mu.Unlock()
 	replyList(w, r, views)
 }
@@ -214,10 +211,7 @@ func (s *Server) listCatalogs(w http.ResponseWriter, r *http.Request, c *call) {
 	if o == nil {
 		return
 	}
-	var views []catalogView
-	for _, cat := range o.catalogs {
-		views = append(views, cat.view(r))
-	}
+	views := viewsOf(o.catalogs, func(cat *catalogState) catalogView { return cat.view(r) })
 	s.mu.Unlock()
 	replyList(w, r, views)
 }

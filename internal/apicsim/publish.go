@@ -345,10 +345,7 @@ func (s *Server) listProducts(w http.ResponseWriter, r *http.Request, c *call) {
 	if cat == nil {
 		return
 	}
-	var views []productView
-	for _, p := range cat.products {
-		views = append(views, p.view(r))
-	}
+	views := viewsOf(cat.products, func(p *productState) productView { return p.view(r) })
 	s.mu.Unlock()
 	replyList(w, r, views)
 }
@@ -390,10 +387,7 @@ func (s *Server) listAPIs(w http.ResponseWriter, r *http.Request, c *call) {
 	if cat == nil {
 		return
 	}
-	var views []apiView
-	for _, a := range cat.apis {
-		views = append(views, a.view(r))
-	}
+	views := viewsOf(cat.apis, func(a *apiState) apiView { return a.view(r) })
 	s.mu.Unlock()
 	replyList(w, r, views)
 }
