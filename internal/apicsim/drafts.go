@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"mime/multipart"
 	"net/http"
@@ -306,7 +307,7 @@ func productDocument(doc map[string]any, field string) (productInfo, *requestErr
 		}
 	}
 	plans, _ := doc["plans"].(map[string]any)
-	for _, name := range sortedKeys(plans) {
+	for _, name := range slices.Sorted(maps.Keys(plans)) {
 		pl, _ := plans[name].(map[string]any)
 		pi := planInfo{name: name}
 		pi.title, _ = pl["title"].(string)
@@ -314,7 +315,7 @@ func productDocument(doc map[string]any, field string) (productInfo, *requestErr
 			pi.title = name
 		}
 		if apis, ok := pl["apis"].(map[string]any); ok {
-			pi.apis = sortedKeys(apis)
+			pi.apis = slices.Sorted(maps.Keys(apis))
 			for _, k := range pi.apis {
 				if p.apis[k] == nil {
 					return p, badRequest("%s.plans.%s.apis names %s, which is not in %s.apis", field, name, k, field)

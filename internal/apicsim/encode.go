@@ -9,7 +9,6 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -361,14 +360,4 @@ func queryInt(q url.Values, name string) (int, *requestError) {
 		return 0, badRequest("query parameter %s must be a non-negative integer, got %q", name, q.Get(name))
 	}
 	return n, nil
-}
-
-// sortedKeys returns m's keys in order.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

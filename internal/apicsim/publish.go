@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"mime/multipart"
 	"net/http"
@@ -291,7 +292,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request, c *call) {
 // uploaded OpenAPI documents: an entry's $ref names a part's file name,
 // its name "name:version" an API's x-ibm-name and version.
 func resolveProductAPIs(p *productInfo, apis []uploadedAPI) ([]string, []uploadedAPI, *requestError) {
-	keys := sortedKeys(p.apis)
+	keys := slices.Sorted(maps.Keys(p.apis))
 	if len(keys) == 0 {
 		return nil, nil, badRequest("product.apis names no API")
 	}

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"mime/multipart"
 	"net/http"
@@ -127,7 +128,7 @@ func (c *Checker) Operations() []string {
 func (c *Checker) Served() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return sortedKeys(c.served)
+	return slices.Sorted(maps.Keys(c.served))
 }
 
 // Counts returns the counts so far.
@@ -287,7 +288,7 @@ func (op *compiledOp) check(a Answer, body requestBody) []string {
 		resp, ok = op.responses[key]
 	}
 	if !ok {
-		return []string{fmt.Sprintf("status %d is not declared; want one of %s", a.Status, strings.Join(sortedKeys(op.responses), ", "))}
+		return []string{fmt.Sprintf("status %d is not declared; want one of %s", a.Status, strings.Join(slices.Sorted(maps.Keys(op.responses)), ", "))}
 	}
 	var reasons []string
 	if resp.schema == nil {
@@ -507,13 +508,4 @@ func partNames(contentType string, r io.Reader) ([]string, error) {
 			return names, err
 		}
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
